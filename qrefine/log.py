@@ -1,0 +1,69 @@
+"""One reporter for progress and the log: stdout and the log file together.
+
+Library modules never print; they are handed a Reporter (or None).
+"""
+
+import datetime
+import os
+import platform
+import socket
+import sys
+
+
+class Reporter:
+    def __init__(self, stream=None, log_path=None, quiet=False):
+        self.stream = stream if stream is not None else sys.stdout
+        self.quiet = quiet
+        self.log_path = log_path
+        self._log = open(log_path, "w") if log_path else None
+        self._progress_shown = False
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def info(self, text=""):
+        self.end_progress()
+        for line in str(text).splitlines() or [""]:
+            if not self.quiet:
+                self.stream.write(line + "\n")
+            if self._log:
+                self._log.write(line + "\n")
+        if not self.quiet:
+            self.stream.flush()
+        if self._log:
+            self._log.flush()
+
+    def progress(self, text):
+        """A transient status line: rewritten in place on a terminal, not logged."""
+        if self.quiet or not self._tty:
+            return
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()
+        self._progress_shown = True
+
+    def end_progress(self):
+        if self._progress_shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._progress_shown = False
+
+    def close(self):
+        self.end_progress()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+def header_lines(program, argv):
+    """Versions, host and the exact command line, for the top of the log."""
+    from qrefine import __version__
+    try:
+        from importlib.metadata import version
+        cctbx_version = version("cctbx-base")
+    except Exception:  # not installed from PyPI (e.g. a Phenix build)
+        cctbx_version = "unknown"
+    return [
+        "%s (qrefine %s, cctbx-base %s, Python %s)" % (
+            program, __version__, cctbx_version, platform.python_version()),
+        "host %s, %d cores, %s" % (socket.gethostname(), os.cpu_count() or 1,
+                                   datetime.datetime.now().isoformat(timespec="seconds")),
+        "command: %s" % " ".join([program] + list(argv)),
+    ]

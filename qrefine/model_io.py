@@ -1,0 +1,123 @@
+"""Read atomic models (PDB or mmCIF) into an ``mmtbx.model.manager``.
+
+Everything a user can get wrong about a model file ends here as one
+:class:`QRefineError` line that names the file (and residue, where known).
+"""
+
+import math
+import os
+
+import iotbx.cif
+import iotbx.pdb
+import mmtbx.model
+from libtbx.utils import Sorry, null_out
+
+from qrefine.errors import QRefineError
+
+
+def check_readable(path, what):
+    """Raise a one-line error unless ``path`` is a non-empty readable file."""
+    if not os.path.exists(path):
+        raise QRefineError("%s file %s does not exist" % (what, path))
+    if not os.path.isfile(path):
+        raise QRefineError("%s file %s is not a regular file" % (what, path))
+    if os.path.getsize(path) == 0:
+        raise QRefineError("%s file %s is empty" % (what, path))
+    if not os.access(path, os.R_OK):
+        raise QRefineError("%s file %s is not readable" % (what, path))
+
+
+def read_restraint_cifs(paths):
+    objects = []
+    for p in paths or ():
+        check_readable(p, "restraints CIF")
+        try:
+            objects.append((p, iotbx.cif.reader(file_path=p).model()))
+        except Exception as e:  # iotbx.cif raises its own CifParserError and others
+            raise QRefineError("restraints CIF %s cannot be parsed: %s" % (p, _first_line(e)))
+    return objects
+
+
+def read_model(path, restraint_cifs=(), use_neutron_distances=False,
+               make_restraints=True):
+    """Read and, by default, process a model with cctbx geometry restraints.
+
+    ``make_restraints=False`` skips restraint generation (for validation of
+    models whose ligands have no dictionary, for example).
+    """
+    check_readable(path, "model")
+    try:
+        pdb_inp = iotbx.pdb.input(file_name=path)
+    except Exception as e:  # iotbx raises Sorry, RuntimeError or CifParserError
+        raise QRefineError("model file %s cannot be read as PDB or mmCIF: %s"
+                           % (path, _first_line(e)))
+    if pdb_inp.atoms().size() == 0:
+        raise QRefineError("model file %s contains no atoms" % path)
+    xyz = pdb_inp.atoms().extract_xyz().as_double()
+    if not all(math.isfinite(v) for v in xyz):
+        bad = [a for a in pdb_inp.atoms() if not all(math.isfinite(c) for c in a.xyz)]
+        raise QRefineError("model file %s has non-finite coordinates (first: %s); "
+                           "fix or remove those atoms" % (path, bad[0].id_str().strip()))
+    objects = read_restraint_cifs(restraint_cifs)
+    try:
+        model = mmtbx.model.manager(model_input=pdb_inp, restraint_objects=objects or None,
+                                    log=null_out())
+    except Sorry as e:
+        raise QRefineError("model file %s: %s" % (path, _first_line(e)))
+    if model.get_number_of_atoms() == 0:
+        raise QRefineError("model file %s contains no atoms" % path)
+    if make_restraints:
+        process(model, path, use_neutron_distances)
+    return model
+
+
+def process(model, path, use_neutron_distances=False):
+    """Build cctbx geometry restraints; a residue without them is an error."""
+    p = mmtbx.model.manager.get_default_pdb_interpretation_params()
+    p.pdb_interpretation.use_neutron_distances = use_neutron_distances
+    # Keep going on a few long bonds: deposited models often have them, and the
+    # minimiser repairs them.  Unknown residues stay fatal.
+    p.pdb_interpretation.flip_symmetric_amino_acids = False
+    try:
+        model.process(make_restraints=True, pdb_interpretation_params=p)
+    except Sorry as e:
+        text = str(e)
+        hint = _unknown_residue_hint(text, model)
+        raise QRefineError("model file %s: %s" % (path, hint or _first_line(text)))
+    except (RuntimeError, AssertionError) as e:
+        raise QRefineError("model file %s: restraints could not be built: %s"
+                           % (path, _first_line(e)))
+
+
+def _unknown_residue_hint(text, model):
+    """Name the residues without restraints, which the cctbx message buries."""
+    if "unknown" not in text.lower() and "restraints" not in text.lower():
+        return ""
+    try:
+        from mmtbx.monomer_library import server
+        mon_lib = server.server()
+        names = set()
+        for rg in model.get_hierarchy().residue_groups():
+            for ag in rg.atom_groups():
+                if mon_lib.get_comp_comp_id_direct(ag.resname.strip()) is None:
+                    names.add("%s %s%s" % (ag.resname.strip(), rg.parent().id, rg.resid()))
+        if names:
+            return ("no restraints for residue(s) %s; supply restraints_cif=<ligand>.cif"
+                    % ", ".join(sorted(names)[:5]))
+    except Exception:  # the hint is best effort; the cctbx text follows anyway
+        pass
+    return ""
+
+
+def _first_line(error):
+    text = str(error).strip()
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__ if not isinstance(error, str) else text
+
+
+def hydrogen_mask(model):
+    """Boolean numpy mask of H/D atoms, in model order."""
+    import numpy as np
+    return np.array(model.get_hd_selection(), dtype=bool)

@@ -1,0 +1,87 @@
+"""Output files: names, atomic writes, and protection of the inputs.
+
+Every file is written to a hidden temporary file in the output directory and
+renamed into place, so a crash never leaves a half-written output, and an
+existing file is only replaced by a complete one.
+"""
+
+import json
+import os
+import tempfile
+
+from qrefine.errors import QRefineError
+
+
+class OutputPaths:
+    def __init__(self, prefix, directory):
+        self.prefix = prefix
+        self.directory = os.path.abspath(directory)
+        base = os.path.join(self.directory, prefix)
+        self.pdb = base + "_refined.pdb"
+        self.cif = base + "_refined.cif"
+        self.log = base + ".log"
+        self.summary = base + "_summary.json"
+
+    def all(self):
+        return [self.pdb, self.cif, self.log, self.summary]
+
+    @classmethod
+    def for_run(cls, model_path, prefix, directory, inputs):
+        """Output paths for a run, refusing any that would overwrite an input."""
+        if not prefix:
+            prefix = os.path.splitext(os.path.basename(model_path))[0]
+        if os.sep in prefix or prefix in (".", ".."):
+            raise QRefineError("output.prefix=%s must be a plain name; use output.dir= "
+                               "for the directory" % prefix)
+        paths = cls(prefix, directory or ".")
+        given = {os.path.realpath(p) for p in inputs if p}
+        for p in paths.all():
+            if os.path.realpath(p) in given:
+                raise QRefineError("output %s would overwrite an input file; choose "
+                                   "another output.prefix= or output.dir=" % p)
+        return paths
+
+    def prepare_directory(self):
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as e:
+            raise QRefineError("cannot create output directory %s: %s"
+                               % (self.directory, e.strerror))
+        if not os.access(self.directory, os.W_OK):
+            raise QRefineError("output directory %s is not writable" % self.directory)
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, data):
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_model(model, pdb_path, cif_path):
+    """Write the model as mmCIF and, when it fits the format, as PDB.
+
+    Returns a list of notes (e.g. why no PDB file was written).
+    """
+    notes = []
+    write_atomic(cif_path, model.model_as_mmcif())
+    try:
+        text = model.model_as_pdb()
+    except Exception as e:  # cctbx refuses models too large for the PDB format
+        notes.append("no PDB file written (%s); use the mmCIF file" % str(e).splitlines()[0])
+    else:
+        write_atomic(pdb_path, text)
+    return notes

@@ -1,0 +1,204 @@
+"""Phenix-style parameters (PHIL) for qr.refine.
+
+``parse(argv)`` turns the command line into a frozen parameter object plus the
+list of input files.  Every ``key=value`` must name a known parameter; an
+unknown key is an error that suggests the nearest valid one.  A ``.eff`` or
+``.params`` file on the command line is read as a parameter file, and later
+``key=value`` arguments override it.
+"""
+
+import difflib
+import os
+
+import iotbx.phil
+from libtbx.utils import Sorry
+
+from qrefine.errors import QRefineError
+
+MASTER_PHIL_STR = """
+restraints = *cctbx qm
+  .type = choice
+  .help = "Source of the geometry term: cctbx library restraints or quantum chemistry."
+engine = *xtb mopac pyscf orca terachem turbomole gaussian
+  .type = choice
+  .help = "Quantum-chemistry engine for restraints=qm."
+method = None
+  .type = str
+  .help = "Engine method (e.g. GFN2-xTB, PM7, HF-D3); None means the engine default."
+charge = None
+  .type = int
+  .help = "Total charge for QM; None derives it from protonation states."
+multiplicity = None
+  .type = int
+  .help = "Spin multiplicity for QM; required when the electron count is odd."
+mode = *refine opt
+  .type = choice
+  .help = "refine: fit the data; opt: geometry only (no data term)."
+resolution = None
+  .type = float
+  .help = "Map resolution in Angstrom; required with a map."
+nproc = 1
+  .type = int
+  .help = "Number of processes for parallel work."
+chem_data = None
+  .type = path
+  .help = "Directory with the cctbx chemistry data (mon_lib, rotarama_data, rama_z)."
+data_weight = None
+  .type = float
+  .help = "Fixed weight w of the data term in T = w*T_data + T_restraints; None estimates it from the gradient-norm ratio."
+data_weight_scale = 1.0
+  .type = float
+  .help = "Multiplier applied to the estimated data weight (ignored when data_weight is set)."
+restraints_cif = None
+  .type = path
+  .multiple = True
+  .help = "Restraint dictionaries (CIF) for ligands unknown to the monomer library."
+use_neutron_distances = False
+  .type = bool
+  .help = "Use nuclear X-H distances in library restraints (for models built that way)."
+reflections {
+  labels = None
+    .type = str
+    .help = "Label(s) of the amplitude or intensity array, e.g. FOBS,SIGFOBS or IOBS."
+  target = *ml ls
+    .type = choice
+    .help = "Reciprocal-space target: maximum likelihood or least squares."
+  bulk_solvent = True
+    .type = bool
+    .help = "Model bulk solvent and anisotropic scaling (mmtbx.f_model)."
+}
+r_free_flags {
+  label = None
+    .type = str
+    .help = "Label of the R-free flag array; None picks it automatically."
+}
+refine {
+  macro_cycles = 5
+    .type = int
+    .help = "Number of macro cycles (scales and weight are updated between them)."
+  max_iterations = 100
+    .type = int
+    .help = "Maximum L-BFGS iterations per macro cycle."
+  convergence_tolerance = 1e-5
+    .type = float
+    .help = "Relative change of the target below which L-BFGS stops."
+}
+output {
+  prefix = None
+    .type = str
+    .help = "Prefix of output files; default: model file name without extension."
+  dir = "."
+    .type = path
+    .help = "Directory for output files (created if needed)."
+  overwrite = True
+    .type = bool
+    .help = "Replace existing output files of the same prefix."
+}
+"""
+
+
+def master_params():
+    return iotbx.phil.parse(MASTER_PHIL_STR, process_includes=True)
+
+
+def _all_paths(master):
+    return [d.path for d in master.all_definitions()]
+
+
+def suggest(key, master=None):
+    """The valid parameter name nearest to ``key``, or None."""
+    paths = _all_paths(master or master_params())
+    leaf_to_path = {}
+    for p in paths:
+        leaf_to_path.setdefault(p.split(".")[-1], p)
+    hit = difflib.get_close_matches(key, paths, n=1, cutoff=0.6)
+    if hit:
+        return hit[0]
+    hit = difflib.get_close_matches(key.split(".")[-1], list(leaf_to_path), n=1, cutoff=0.6)
+    return leaf_to_path[hit[0]] if hit else None
+
+
+def parse(args, master_str=MASTER_PHIL_STR):
+    """Split ``args`` into (params, files).
+
+    ``files`` are the arguments that are neither ``key=value`` nor a parameter
+    file.  Returns the extracted (plain Python) parameter object.
+    """
+    master = iotbx.phil.parse(master_str, process_includes=True)
+    interpreter = master.command_line_argument_interpreter(home_scope="")
+    sources, files = [], []
+    for arg in args:
+        if "=" in arg and not os.path.exists(arg):
+            key, value = arg.split("=", 1)
+            key = key.strip().lstrip("-")
+            if not master.get(key).objects and not _leaf_matches(master, key):
+                raise QRefineError(_unknown(key, master))
+            try:
+                sources.append(interpreter.process(arg="%s=%s" % (key, value)))
+            except Sorry as e:
+                raise QRefineError("bad value for %s: %s" % (key, e))
+        elif arg.endswith((".eff", ".params", ".phil")) and os.path.isfile(arg):
+            try:
+                src = iotbx.phil.parse(file_name=arg)
+            except Exception as e:  # iotbx raises several kinds for syntax errors
+                raise QRefineError("cannot read parameter file %s: %s" % (arg, e))
+            for d in src.all_definitions():
+                path = d.path
+                if not master.get(path).objects:
+                    raise QRefineError("parameter file %s: %s" % (arg, _unknown(path, master)))
+            sources.append(src)
+        else:
+            files.append(arg)
+    try:
+        working = master.fetch(sources=sources)
+        params = working.extract()
+    except (Sorry, RuntimeError) as e:
+        # libtbx reports bad values as Sorry or RuntimeError, with the
+        # offending key and value in the text.
+        raise QRefineError("bad parameter value: %s" % e)
+    return params, files
+
+
+def _leaf_matches(master, key):
+    """True when ``key`` is the unique last component(s) of a parameter path."""
+    return sum(1 for p in _all_paths(master)
+               if p == key or p.endswith("." + key)) == 1
+
+
+def _unknown(key, master):
+    hint = suggest(key, master)
+    msg = "unknown parameter '%s'" % key
+    if hint:
+        msg += "; did you mean '%s'?" % hint
+    return msg + " (qr.refine --show-defaults lists all)"
+
+
+def show_defaults(master_str=MASTER_PHIL_STR, out=None):
+    """Text of all parameters with their defaults and help."""
+    master = iotbx.phil.parse(master_str)
+    return master.as_str(attributes_level=1)
+
+
+def as_dict(params, master_str=MASTER_PHIL_STR):
+    """Flat {full.path: value} of a params object, for the JSON summary."""
+    master = iotbx.phil.parse(master_str)
+    working = master.format(python_object=params)
+    out = {}
+    for d in working.all_definitions():
+        value = d.object.extract()
+        if isinstance(value, (list, tuple)):
+            value = [str(v) for v in value]
+        elif value is not None and not isinstance(value, (int, float, bool, str)):
+            value = str(value)
+        out[d.path] = value
+    return out
+
+
+def as_phil_string(params, master_str=MASTER_PHIL_STR):
+    """The working parameters as a PHIL file the user can re-run with."""
+    master = iotbx.phil.parse(master_str)
+    return master.format(python_object=params).as_str()
+
+
+__all__ = ["parse", "suggest", "show_defaults", "as_dict", "as_phil_string",
+           "master_params", "MASTER_PHIL_STR"]

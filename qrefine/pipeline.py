@@ -1,0 +1,164 @@
+"""The qr.refine pipeline: inputs -> model/data -> target -> minimiser ->
+validation -> outputs.  No printing: progress goes through the Reporter."""
+
+import os
+import time
+
+from qrefine import chem_data, model_io, params as params_mod
+from qrefine.errors import QRefineError
+from qrefine.outputs import write_json, write_model
+from qrefine.refinement import refine
+from qrefine.restraints.cctbx_geometry import CctbxGeometry
+from qrefine.validation import validate
+
+MAP_EXTENSIONS = (".map", ".mrc", ".ccp4")
+REFLECTION_EXTENSIONS = (".mtz", ".hkl", ".sca", ".cif", ".ent")
+MODEL_EXTENSIONS = (".pdb", ".cif", ".ent", ".mmcif")
+
+
+def classify_inputs(files):
+    """Return (model_path, data_path, data_kind) from the positional files.
+
+    The model comes first; the optional second file is a map (by extension)
+    or a reflection file.
+    """
+    if not files:
+        raise QRefineError("no model file given; usage: qr.refine model.pdb "
+                           "[map.ccp4|data.mtz] key=value ... (qr.refine --help)")
+    if len(files) > 2:
+        raise QRefineError("too many input files (%s); give one model and at most one "
+                           "map or reflection file" % ", ".join(files))
+    model_path = files[0]
+    if not model_path.lower().endswith(MODEL_EXTENSIONS):
+        raise QRefineError("first file %s does not look like a model (PDB or mmCIF); "
+                           "give the model first" % model_path)
+    if len(files) == 1:
+        return model_path, None, None
+    data_path = files[1]
+    lower = data_path.lower()
+    if lower.endswith(MAP_EXTENSIONS):
+        return model_path, data_path, "map"
+    if lower.endswith(REFLECTION_EXTENSIONS):
+        return model_path, data_path, "reflections"
+    raise QRefineError("cannot tell whether %s is a map (.map .mrc .ccp4) or reflections "
+                       "(.mtz .cif .hkl); rename it with the right extension" % data_path)
+
+
+def check_parameters(params, data_kind):
+    """Cross-parameter checks, done once before any work."""
+    if params.restraints == "qm":
+        raise QRefineError("restraints=qm needs the QM engines, which this version of "
+                           "qrefine does not include yet; use restraints=cctbx")
+    if data_kind == "map" and params.mode == "refine" and params.resolution is None:
+        raise QRefineError("resolution= is required with a map (e.g. resolution=3.8)")
+    if params.resolution is not None and params.resolution <= 0:
+        raise QRefineError("resolution=%s must be positive" % params.resolution)
+    if params.data_weight is not None and params.data_weight <= 0:
+        raise QRefineError("data_weight=%s must be positive" % params.data_weight)
+    if params.refine.macro_cycles < 1 or params.refine.max_iterations < 1:
+        raise QRefineError("refine.macro_cycles and refine.max_iterations must be >= 1")
+    if params.nproc < 1:
+        raise QRefineError("nproc=%d must be >= 1" % params.nproc)
+
+
+def build_data_target(model, data_path, data_kind, params):
+    if data_kind == "map":
+        from qrefine.data.maps import read_map, check_model_in_map
+        from qrefine.data.real_space import RealSpaceTarget
+        map_data = read_map(data_path)
+        check_model_in_map(model, map_data, data_path)
+        return RealSpaceTarget(model, map_data, params.resolution), []
+    from qrefine.data.reflections import read_reflections
+    from qrefine.data.reciprocal_space import ReciprocalSpaceTarget
+    reflections = read_reflections(
+        data_path, model.crystal_symmetry(), labels=params.reflections.labels,
+        r_free_label=params.r_free_flags.label)
+    target = ReciprocalSpaceTarget(model, reflections, target=params.reflections.target,
+                                   bulk_solvent=params.reflections.bulk_solvent)
+    return target, list(reflections.notes)
+
+
+def run(params, files, paths, reporter, argv=()):
+    """Run one refinement and write its outputs; return the summary dict."""
+    timings = {}
+    t_start = time.time()
+    model_path, data_path, data_kind = classify_inputs(files)
+    check_parameters(params, data_kind)
+    notes = []
+
+    t = time.time()
+    chem = chem_data.activate(params.chem_data)
+    model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
+                                use_neutron_distances=params.use_neutron_distances)
+    reporter.info("model: %s (%d atoms, %d H)" % (
+        model_path, model.get_number_of_atoms(), int(model_io.hydrogen_mask(model).sum())))
+    reporter.info("chemistry data: %s" % chem)
+    data = None
+    if data_path is not None:
+        data, data_notes = build_data_target(model, data_path, data_kind, params)
+        notes.extend(data_notes)
+        reporter.info("%s: %s" % (data_kind, data_path))
+        for n in data_notes:
+            reporter.info("  note: " + n)
+    if params.mode == "opt" and data is not None:
+        reporter.info("mode=opt: the data are used for statistics only, not in the target")
+    timings["read_inputs_s"] = time.time() - t
+
+    restraints = CctbxGeometry(model)
+    sites = model.get_sites_cart().as_numpy_array()
+
+    t = time.time()
+    start_stats = data.statistics(sites) if data is not None else None
+    start = validate(model, data_statistics=start_stats)
+    timings["validation_start_s"] = time.time() - t
+
+    t = time.time()
+    target_data = data if params.mode == "refine" else None
+    reporter.info("")
+    reporter.info("Refinement: restraints=%s, mode=%s, %s" % (
+        params.restraints, params.mode,
+        "data_weight=%g (fixed)" % params.data_weight if params.data_weight
+        else "data weight from the gradient-norm ratio x %g" % params.data_weight_scale))
+    final_sites, cycles = refine(
+        sites, restraints, target_data, macro_cycles=params.refine.macro_cycles,
+        max_iterations=params.refine.max_iterations,
+        tolerance=params.refine.convergence_tolerance, weight=params.data_weight,
+        weight_scale=params.data_weight_scale, reporter=reporter)
+    timings["refinement_s"] = time.time() - t
+
+    from scitbx.array_family import flex
+    model.set_sites_cart(flex.vec3_double(final_sites))
+    t = time.time()
+    final_stats = data.statistics(final_sites) if data is not None else None
+    final = validate(model, data_statistics=final_stats)
+    timings["validation_final_s"] = time.time() - t
+
+    reporter.info("")
+    reporter.info("Validation (start -> final):")
+    reporter.info(start.format_table(other=final))
+
+    t = time.time()
+    notes.extend(write_model(model, paths.pdb, paths.cif))
+    timings["output_s"] = time.time() - t
+    timings["total_s"] = time.time() - t_start
+    summary = {
+        "program": "qr.refine",
+        "command": " ".join(["qr.refine"] + list(argv)),
+        "inputs": {"model": os.path.abspath(model_path),
+                   "data": os.path.abspath(data_path) if data_path else None,
+                   "data_kind": data_kind},
+        "parameters": params_mod.as_dict(params),
+        "start": start.as_dict(),
+        "final": final.as_dict(),
+        "macro_cycles": [c.as_dict() for c in cycles],
+        "weight_search": [],
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "notes": notes,
+        "outputs": {"pdb": paths.pdb if os.path.exists(paths.pdb) else None,
+                    "cif": paths.cif, "log": paths.log, "summary": paths.summary},
+    }
+    for n in notes:
+        reporter.info("note: " + n)
+    reporter.info("timings: " + ", ".join("%s %.1f" % (k, v) for k, v in timings.items()))
+    write_json(paths.summary, summary)
+    return summary

@@ -1,0 +1,87 @@
+"""Macro-cycle refinement at a given (or estimated) data weight.
+
+Each macro cycle: re-fit the data term's nuisance parameters (scales, bulk
+solvent), estimate the data weight from the gradient-norm ratio unless it is
+fixed, then run L-BFGS on T = w * T_data + T_restraints over all sites.
+"""
+
+from dataclasses import dataclass, field, asdict
+import time
+
+import numpy as np
+
+from qrefine.minimizer import lbfgs
+from qrefine.target import CompositeTarget
+from qrefine.weights.initial import gradient_norm_ratio
+
+
+@dataclass
+class CycleRecord:
+    cycle: int
+    weight: float
+    start_target: float
+    final_target: float
+    iterations: int
+    evaluations: int
+    converged: bool
+    message: str
+    seconds: float
+    statistics: dict = field(default_factory=dict)
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def estimate_weight(restraints, data, sites_cart, scale=1.0):
+    """Data weight from the gradient-norm ratio at ``sites_cart``, times ``scale``."""
+    _, g_r = restraints.value_and_gradient(sites_cart)
+    _, g_d = data.value_and_gradient(sites_cart)
+    return scale * gradient_norm_ratio(g_r, g_d)
+
+
+def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100,
+           tolerance=1e-5, weight=None, weight_scale=1.0, reporter=None):
+    """Refine ``sites_cart`` and return (final sites, list of CycleRecord).
+
+    ``weight=None`` re-estimates the weight each macro cycle; a number fixes it.
+    With ``data=None`` the restraints alone are minimised (one macro cycle
+    suffices, but all requested cycles are run so convergence is checked).
+    """
+    sites = np.array(sites_cart, dtype=float)
+    records = []
+    for cycle in range(1, macro_cycles + 1):
+        t0 = time.time()
+        w = 0.0
+        if data is not None:
+            data.update(sites)
+            w = weight if weight is not None else estimate_weight(
+                restraints, data, sites, weight_scale)
+        target = CompositeTarget(restraints, data, w)
+
+        def progress(iteration, value, _cycle=cycle):
+            if reporter is not None:
+                reporter.progress("macro cycle %d, iteration %d, target %.6g"
+                                  % (_cycle, iteration, value))
+
+        result = lbfgs(target.value_and_gradient, sites, max_iterations=max_iterations,
+                       tolerance=tolerance, callback=progress)
+        sites = result.sites_cart
+        stats = data.statistics(sites) if data is not None else {}
+        record = CycleRecord(cycle=cycle, weight=w, start_target=result.start_value,
+                             final_target=result.value, iterations=result.iterations,
+                             evaluations=result.evaluations, converged=result.converged,
+                             message=result.message, seconds=time.time() - t0,
+                             statistics=stats)
+        records.append(record)
+        if reporter is not None:
+            reporter.end_progress()
+            reporter.info(_format_cycle(record))
+    return sites, records
+
+
+def _format_cycle(r):
+    stats = "  ".join("%s %.4f" % (k, v) for k, v in r.statistics.items() if v is not None)
+    return ("macro cycle %d: weight %.4g, target %.6g -> %.6g, %d iterations (%s: %s), "
+            "%.1f s  %s" % (r.cycle, r.weight, r.start_target, r.final_target,
+                           r.iterations, "converged" if r.converged else "not converged",
+                           r.message, r.seconds, stats)).rstrip()

@@ -1,0 +1,1 @@
+"""Weighting of the data term against the restraint term."""

@@ -1,0 +1,38 @@
+"""qrefine: quantum refinement of atomic models against cryo-EM maps and X-ray data."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="qrefine",
+    version="0.1.0",
+    description="Refinement of protein models against cryo-EM maps and X-ray data "
+                "with library or quantum-chemical restraints",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    # The command-line glue lives in scripts/ and is installed as qrefine.scripts.
+    packages=find_packages(include=["qrefine", "qrefine.*"]) + ["qrefine.scripts"],
+    package_dir={"qrefine.scripts": "scripts"},
+    install_requires=[
+        "cctbx-base>=2025.1",
+        "numpy",
+        "scipy",
+        "ase",
+        "mrcfile",
+        "matplotlib",
+        "xtb",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "qr.refine=qrefine.scripts.refine:main",
+            "qr.setup=qrefine.scripts.setup_chem_data:main",
+        ],
+    },
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Chemistry",
+    ],
+)

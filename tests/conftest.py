@@ -1,0 +1,36 @@
+"""Shared fixtures.  Test data stays in ../shared/data (env QREFINE_TEST_DATA).
+
+Under CI (CI=true) missing data is an error; elsewhere the tests that need it
+are skipped.
+"""
+
+import os
+
+import qrefine  # noqa: F401  (loads cctbx before scipy; see qrefine/__init__.py)
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data")
+
+
+def _data_root():
+    return os.path.abspath(os.environ.get("QREFINE_TEST_DATA", DEFAULT_DATA))
+
+
+@pytest.fixture(scope="session")
+def test_data():
+    """Root of the shared test data, with chem_data registered for mmtbx."""
+    root = _data_root()
+    if not os.path.isdir(os.path.join(root, "structures")):
+        msg = "test data not found at %s (set QREFINE_TEST_DATA)" % root
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from qrefine import chem_data
+    chem_data.activate(os.path.join(root, "chem_data"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def structures(test_data):
+    return os.path.join(test_data, "structures")
