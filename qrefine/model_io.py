@@ -110,11 +110,17 @@ def _unknown_residue_hint(text, model):
 
 
 def _first_line(error):
-    text = str(error).strip()
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__ if not isinstance(error, str) else text
+    """The gist of a (possibly multi-line) cctbx error as one line.
+
+    cctbx puts the location on the first line and the reason on the last
+    (with the offending input line and a caret in between).
+    """
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return "%s %s" % (lines[0], lines[-1])
 
 
 def hydrogen_mask(model):

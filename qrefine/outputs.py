@@ -76,10 +76,17 @@ def write_model(model, pdb_path, cif_path):
 
     Returns a list of notes (e.g. why no PDB file was written).
     """
+    import mmtbx.model
+    from libtbx.utils import null_out
     notes = []
-    write_atomic(cif_path, model.model_as_mmcif())
+    # A restraint-free copy: with restraints, cctbx appends model statistics
+    # to the mmCIF, and those call the external probe program.
+    plain = mmtbx.model.manager(model_input=None,
+                                pdb_hierarchy=model.get_hierarchy().deep_copy(),
+                                crystal_symmetry=model.crystal_symmetry(), log=null_out())
+    write_atomic(cif_path, plain.model_as_mmcif())
     try:
-        text = model.model_as_pdb()
+        text = plain.model_as_pdb()
     except Exception as e:  # cctbx refuses models too large for the PDB format
         notes.append("no PDB file written (%s); use the mmCIF file" % str(e).splitlines()[0])
     else:

@@ -63,10 +63,9 @@ def check_parameters(params, data_kind):
 
 def build_data_target(model, data_path, data_kind, params):
     if data_kind == "map":
-        from qrefine.data.maps import read_map, check_model_in_map
+        from qrefine.data.maps import read_map
         from qrefine.data.real_space import RealSpaceTarget
-        map_data = read_map(data_path)
-        check_model_in_map(model, map_data, data_path)
+        map_data = read_map(data_path)  # the target checks the model lies in the map
         return RealSpaceTarget(model, map_data, params.resolution), []
     from qrefine.data.reflections import read_reflections
     from qrefine.data.reciprocal_space import ReciprocalSpaceTarget

@@ -87,6 +87,26 @@ def main(argv=None):
         _abandon(reporter)
         sys.stderr.write("qr.refine: interrupted; no outputs written\n")
         return 130
+    except Exception as e:  # a bug, not bad input: keep the evidence
+        crash_log = _keep_crash_log(reporter, paths)
+        sys.stderr.write("qr.refine: internal error: %s: %s%s\n" % (
+            type(e).__name__, " ".join(str(e).split())[:300],
+            "; traceback in %s" % crash_log if crash_log else ""))
+        return 2
+
+
+def _keep_crash_log(reporter, paths):
+    """Append the traceback to the partial log and keep it as <prefix>_crash.log."""
+    import traceback
+    if reporter is None or not reporter.log_path or paths is None:
+        return None
+    reporter.quiet = True
+    reporter.info(traceback.format_exc())
+    partial = reporter.log_path
+    reporter.close()
+    crash_log = paths.log[:-len(".log")] + "_crash.log"
+    os.replace(partial, crash_log)
+    return crash_log
 
 
 def _abandon(reporter):
