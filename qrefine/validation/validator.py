@@ -1,0 +1,259 @@
+"""validate(model) -> ValidationResult.
+
+Everything is recomputed from the model's current coordinates on each call
+(callers update them with ``model.set_sites_cart`` between calls).  Only
+static reference data (the Rama-Z table, a monomer-library server) is cached.
+
+MolProbity pieces used (all inside cctbx-base, no external programs):
+ramalyze, rotalyze, cbetadev, rama_z, and for the clashscore the probe2-based
+``mmtbx.validation.clashscore2`` machinery, run on the model's own H atoms
+(never reduce2, which would need the PDB chemical components).
+"""
+
+import contextlib
+import os
+import threading
+
+import iotbx.pdb
+import mmtbx.model
+from libtbx.utils import Sorry, null_out
+from mmtbx.rotamer import rotamer_eval
+from mmtbx.validation import cbetadev, rama_z
+from mmtbx.validation.ramalyze import ramalyze
+from mmtbx.validation.rotalyze import rotalyze
+
+from qrefine.errors import QRefineError
+from qrefine.validation.hbonds import count_backbone_hbonds
+from qrefine.validation.result import ValidationResult
+
+DATA_KEYS = ("cc_mask", "r_work", "r_free")
+
+
+def validate(model, data_statistics=None, clashscore=True):
+    """Validate an ``mmtbx.model.manager`` (processed, with restraints).
+
+    ``data_statistics``: optional dict with any of ``cc_mask``, ``r_work``,
+    ``r_free``, copied into the result.  ``clashscore=False`` skips the
+    clashscore, the slowest part (seconds; everything else is well under one).
+    """
+    result = ValidationResult()
+    notes = result.notes
+    _copy_data_statistics(data_statistics, result)
+    hierarchy = model.get_hierarchy()
+
+    result.bond_rmsd, result.angle_rmsd = _geometry_rmsd(model, notes)
+    _ramachandran(hierarchy, result)
+    _rama_z(model, result)
+    _rotamer_outliers(hierarchy, result)
+
+    cb = _call(cbetadev.cbetadev, pdb_hierarchy=hierarchy, outliers_only=True,
+               out=null_out(), quiet=True)
+    if cb.stats.n_results:  # cbetadev leaves n_total at 0
+        result.cbeta_deviations = int(cb.n_outliers)
+    else:
+        notes.append("C-beta deviations: no residues with a C-beta")
+
+    if model.get_hd_selection().count(True):
+        result.hbonds = count_backbone_hbonds(hierarchy)
+    else:
+        notes.append("hbonds: model has no hydrogens; run qr.finalise")
+
+    if clashscore:
+        result.clashscore = _clashscore(model, notes)
+    else:
+        notes.append("clashscore: not computed (clashscore=False)")
+    return result
+
+
+def _copy_data_statistics(data_statistics, result):
+    for key, value in (data_statistics or {}).items():
+        if key not in DATA_KEYS:
+            # A caller's typo, not a user error.
+            raise ValueError("unknown data statistic %r (known: %s)"
+                             % (key, ", ".join(DATA_KEYS)))
+        setattr(result, key, None if value is None else float(value))
+
+
+def _call(function, **kwargs):
+    """Run a MolProbity analysis; its Sorry (missing rotamer/Ramachandran
+    tables, in practice) becomes a QRefineError."""
+    try:
+        return function(**kwargs)
+    except Sorry as e:
+        raise QRefineError("%s failed: %s; is the chemistry data installed (qr.setup)?"
+                           % (function.__name__, str(e).strip().splitlines()[0]))
+
+
+def _geometry_rmsd(model, notes):
+    """Bond and angle RMSD over restraints between non-H atoms only."""
+    if not model.restraints_manager_available():
+        notes.append("bond/angle RMSD: model has no geometry restraints")
+        return None, None
+    heavy = ~model.get_hd_selection()
+    grm = model.get_restraints_manager().geometry
+    if heavy.count(False):
+        grm = grm.select(heavy)
+    energies = grm.energies_sites(sites_cart=model.get_sites_cart().select(heavy),
+                                  compute_gradients=False)
+    # *_deviations() return (min, max, rmsd, n)
+    _, _, bond, n_bonds = energies.bond_deviations()
+    _, _, angle, n_angles = energies.angle_deviations()
+    if not n_bonds:
+        notes.append("bond RMSD: no bonds between non-H atoms")
+    if not n_angles:
+        notes.append("angle RMSD: no angles between non-H atoms")
+    return (float(bond) if n_bonds else None), (float(angle) if n_angles else None)
+
+
+def _ramachandran(hierarchy, result):
+    rama = _call(ramalyze, pdb_hierarchy=hierarchy, outliers_only=False)
+    if not rama.n_total:
+        result.notes.append("Ramachandran: no residues with phi/psi")
+        return
+    result.rama_favored = float(rama.percent_favored)
+    result.rama_allowed = float(rama.percent_allowed)
+    result.rama_outliers = float(rama.percent_outliers)
+
+
+# --- static-data caches ------------------------------------------------------
+# Two MolProbity tools reload static data on every call, which would dominate
+# a validation run repeated after each weight-search trial:
+# * rama_z.rama_z() unpickles its Top8000 table and converts it from Python 2
+#   (about 1.2 s of its 1.3 s on 3j63);
+# * rotalyze() builds a RotamerEval, which parses mon_lib_list.cif for a
+#   monomer-library server it never uses here (about 0.4 s) and re-unpickles
+#   the rotamer tables whenever no other RotamerEval is alive (they are only
+#   weakly cached).  One RotamerEval is kept and reused; it is read-only.
+# Neither tool lets us pass the data in, so while it runs the module
+# attribute it looks up is swapped for one that returns the cached object.
+# The lock keeps concurrent callers from seeing each other's swap.
+
+_PATCH_LOCK = threading.Lock()
+_CACHE = {}
+_ROTAMER_EVAL = rotamer_eval.RotamerEval
+
+
+@contextlib.contextmanager
+def _swapped(module, name, value):
+    with _PATCH_LOCK:
+        original = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            yield
+        finally:
+            setattr(module, name, original)
+
+
+class _CachedPickle(object):
+    """Stands in for libtbx.easy_pickle in rama_z.__init__ (load and
+    fix_py2_pickle are all it calls)."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def load(self, path):
+        return self._db
+
+    @staticmethod
+    def fix_py2_pickle(obj):
+        return obj
+
+
+def _rama_z_db():
+    if "rama_z" not in _CACHE:
+        import libtbx.load_env  # noqa: F401  (creates libtbx.env)
+        import libtbx
+        from libtbx import easy_pickle
+        path = libtbx.env.find_in_repositories(
+            relative_path="chem_data/rama_z/top8000_rama_z_dict.pkl", test=os.path.isfile)
+        if path is None:
+            raise QRefineError("Rama-Z reference table chem_data/rama_z/top8000_rama_z_dict.pkl "
+                               "not found; install the chemistry data with qr.setup")
+        _CACHE["rama_z"] = easy_pickle.fix_py2_pickle(easy_pickle.load(path))
+    return _CACHE["rama_z"]
+
+
+def _rotamer_evaluator():
+    if "rotamer_eval" not in _CACHE:
+        _CACHE["rotamer_eval"] = _ROTAMER_EVAL(data_version="8000")
+    evaluator = _CACHE["rotamer_eval"]
+
+    def factory(data_version="8000", **kwargs):
+        assert data_version == "8000" and not kwargs, (data_version, kwargs)
+        return evaluator
+    return factory
+
+
+def _rotamer_outliers(hierarchy, result):
+    try:
+        factory = _rotamer_evaluator()
+    except Sorry as e:
+        raise QRefineError("rotamer data could not be loaded (%s); install the chemistry "
+                           "data with qr.setup" % str(e).strip().splitlines()[0])
+    with _swapped(rotamer_eval, "RotamerEval", factory):
+        rota = _call(rotalyze, pdb_hierarchy=hierarchy, outliers_only=False)
+    if rota.n_total:
+        result.rotamer_outliers = float(rota.percent_outliers)
+    else:
+        result.notes.append("rotamer outliers: no residues with rotamers")
+
+
+def _rama_z(model, result):
+    with _swapped(rama_z, "easy_pickle", _CachedPickle(_rama_z_db())):
+        rz = rama_z.rama_z(models=[model], log=null_out())
+    res = rz.get_result()
+    for part in ("whole", "helix", "sheet", "loop"):
+        value = getattr(res, part).value
+        setattr(result, "rama_z_" + part, None if value is None else float(value))
+    missing = [p for p in ("whole", "helix", "sheet", "loop")
+               if getattr(res, p).value is None]
+    if missing:
+        result.notes.append("Rama-Z %s: too few residues (%s)" % (
+            "/".join(missing),
+            ", ".join("%s %d" % (p, getattr(res, p).n) for p in missing)))
+
+
+# --- clashscore -------------------------------------------------------------
+
+def _clashscore(model, notes):
+    """MolProbity clashscore (clashes >= 0.4 A per 1000 atoms) via probe2.
+
+    Needs explicit H.  probe2 re-processes the model it is given (new
+    restraints with its own interpretation parameters), so it gets a fresh
+    manager built from a copy of the hierarchy and never the caller's model.
+    """
+    from iotbx.data_manager import DataManager
+    from mmtbx.validation.clashscore2 import probe_clashscore_manager
+
+    if not model.get_hd_selection().count(True):
+        notes.append("clashscore: model has no hydrogens; run qr.finalise")
+        return None
+    hierarchy = model.get_hierarchy()
+    if hierarchy.models_size() > 1:
+        root = iotbx.pdb.hierarchy.root()
+        root.append_model(hierarchy.models()[0].detached_copy())
+        notes.append("clashscore: computed for the first of %d models"
+                     % hierarchy.models_size())
+    else:
+        root = hierarchy.deep_copy()
+    copy = mmtbx.model.manager(
+        model_input=None, pdb_hierarchy=root,
+        crystal_symmetry=model.crystal_symmetry(),
+        restraint_objects=model.get_restraint_objects(),
+        monomer_parameters=model.get_monomer_parameters(),
+        stop_for_unknowns=False, log=null_out())
+    copy.add_crystal_symmetry_if_necessary()
+    nuclear = bool(model.get_current_pdb_interpretation_params()
+                   .pdb_interpretation.use_neutron_distances)
+    occupancies = root.atoms().extract_occ()
+    # fast + condensed: only the number, one probe2 pass instead of two;
+    # same clashscore as the full run (45.96 on 3j63).
+    manager = probe_clashscore_manager(
+        fast=True, condensed_probe=True, nuclear=nuclear,
+        largest_occupancy=max(occupancies) if len(occupancies) else 1.0)
+    try:
+        manager.run_probe_clashscore(DataManager(), copy)
+    except Sorry as e:
+        notes.append("clashscore: probe2 failed: %s" % str(e).strip().splitlines()[0])
+        return None
+    return None if manager.clashscore is None else float(manager.clashscore)

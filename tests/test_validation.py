@@ -1,0 +1,239 @@
+"""qrefine.validation: published MolProbity numbers, backbone H-bonds, result."""
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from qrefine.errors import QRefineError
+
+pytestmark = pytest.mark.usefixtures("test_data")
+
+KEYS = ["bond_rmsd", "angle_rmsd", "rama_favored", "rama_allowed", "rama_outliers",
+        "rama_z_whole", "rama_z_helix", "rama_z_sheet", "rama_z_loop",
+        "rotamer_outliers", "cbeta_deviations", "clashscore", "hbonds", "cc_mask",
+        "r_work", "r_free", "notes"]
+
+
+def _read(structures, rel, **kwargs):
+    from qrefine.model_io import read_model
+    return read_model(os.path.join(structures, rel), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def model_3j63(structures):
+    return _read(structures, "cryo_em/3j63_A/3j63_A_box_complete.pdb")
+
+
+@pytest.fixture(scope="module")
+def result_3j63(model_3j63):
+    from qrefine.validation import validate
+    return validate(model_3j63)
+
+
+@pytest.fixture
+def helix(structures):
+    # Built with nuclear X-H distances (MANIFEST 3.1).
+    return _read(structures, "xray/1us0_helix/a87_99_h.pdb", use_neutron_distances=True)
+
+
+# --- published values (MANIFEST 3.2, README_qrefine-cryo-EM.md "initial") ----
+
+def test_3j63_published_values(result_3j63):
+    r = result_3j63
+    assert round(r.rama_favored, 2) == 85.39
+    assert round(r.rama_outliers, 2) == 4.49
+    assert round(r.rotamer_outliers, 2) == 5.48
+    assert r.rama_favored + r.rama_allowed + r.rama_outliers == pytest.approx(100)
+    # Heavy-atom geometry, MANIFEST: 0.0042 A / 1.216 deg with H excluded.
+    assert r.bond_rmsd == pytest.approx(0.0042, abs=2e-4)
+    assert r.angle_rmsd == pytest.approx(1.216, abs=2e-3)
+    # mmtbx.clashscore2 keep_hydrogens=True gives 45.96 (original probe: 50.84).
+    assert math.isfinite(r.clashscore)
+    assert r.clashscore == pytest.approx(45.96, abs=0.1)
+    # MANIFEST: Rama-Z whole -4.46; the model is helical, no sheet.
+    assert r.rama_z_whole == pytest.approx(-4.46, abs=0.01)
+    assert r.rama_z_helix is not None and r.rama_z_loop is not None
+    assert r.rama_z_sheet is None
+    assert any("Rama-Z sheet" in n for n in r.notes)
+    assert r.cbeta_deviations == 0
+    assert r.hbonds == 21
+
+
+def test_5fn5_published_values(structures):
+    from qrefine.validation import validate
+    model = _read(structures, "cryo_em/5fn5_C/5fn5_chain_c_box_complete.pdb")
+    r = validate(model, clashscore=False)
+    assert round(r.rama_favored, 2) == 90.87
+    assert round(r.rama_outliers, 2) == 2.07
+    assert round(r.rotamer_outliers, 2) == 18.13
+    assert r.rama_z_whole == pytest.approx(0.79, abs=0.01)
+    assert r.clashscore is None
+    assert any(n.startswith("clashscore: not computed") for n in r.notes)
+
+
+# --- validate() behaviour ---------------------------------------------------
+
+def test_validate_leaves_model_untouched_and_follows_new_coordinates(helix):
+    from qrefine.validation import validate
+    sites = helix.get_sites_cart().deep_copy()
+    grm = helix.get_restraints_manager()
+    first = validate(helix)
+    assert helix.get_restraints_manager() is grm
+    assert np.allclose(np.array(helix.get_sites_cart()), np.array(sites))
+    assert first.hbonds == 9
+    assert first.clashscore == pytest.approx(0.0)
+    assert first.rama_favored == pytest.approx(100.0)
+    assert first.rotamer_outliers is None  # poly-GLY
+    assert first.cbeta_deviations is None
+
+    # Move one heavy atom by 0.3 A and one H-bonded amide H away from its O.
+    moved = sites.deep_copy()
+    i_ca = _atom_index(helix, "A", 93, "CA")
+    i_h = _atom_index(helix, "A", 95, "H")
+    moved[i_ca] = tuple(np.array(moved[i_ca]) + (0.3, 0, 0))
+    moved[i_h] = tuple(np.array(moved[i_h]) + _unit(moved[i_h], _xyz(helix, "A", 91, "O")) * 1.0)
+    helix.set_sites_cart(moved)
+    second = validate(helix)
+    assert second.bond_rmsd > first.bond_rmsd + 1e-3
+    assert second.hbonds == 8
+
+    helix.set_sites_cart(sites)
+    third = validate(helix)
+    assert third.as_dict() == first.as_dict()
+
+
+def test_no_hydrogens_gives_no_clashscore(helix):
+    from qrefine.validation import validate
+    heavy = helix.select(~helix.get_hd_selection())
+    r = validate(heavy)
+    assert r.clashscore is None
+    assert r.hbonds is None
+    assert any(n.startswith("clashscore:") and "no hydrogens" in n for n in r.notes)
+    assert r.bond_rmsd is not None and r.rama_favored is not None
+
+
+def test_data_statistics_are_copied(helix):
+    from qrefine.validation import validate
+    r = validate(helix, data_statistics={"r_work": 0.048, "r_free": 0.051},
+                 clashscore=False)
+    assert (r.r_work, r.r_free, r.cc_mask) == (0.048, 0.051, None)
+    r = validate(helix, data_statistics={"cc_mask": 0.7}, clashscore=False)
+    assert r.cc_mask == 0.7
+    with pytest.raises(ValueError):
+        validate(helix, data_statistics={"rfree": 0.2}, clashscore=False)
+
+
+# --- ValidationResult -------------------------------------------------------
+
+def test_as_dict_keys_and_json(result_3j63):
+    from qrefine.validation import ValidationResult
+    d = result_3j63.as_dict()
+    assert list(d) == KEYS
+    assert json.loads(json.dumps(d)) == d
+    assert d["rama_z_sheet"] is None
+    assert isinstance(d["hbonds"], int) and isinstance(d["cbeta_deviations"], int)
+
+    empty = ValidationResult(clashscore=float("nan"))
+    d = empty.as_dict()
+    assert list(d) == KEYS
+    assert d["clashscore"] is None and d["notes"] == []
+    json.dumps(d)
+
+
+def test_format_table(result_3j63):
+    from qrefine.validation import ValidationResult
+    one = result_3j63.format_table()
+    assert "Clashscore" in one and "45.96" in one and "85.39" in one
+    assert "R_free" not in one  # no data statistics, no data rows
+    final = ValidationResult(bond_rmsd=0.003, r_free=0.25, notes=["clashscore: x"])
+    two = result_3j63.format_table(final)
+    header = two.splitlines()[0]
+    assert "start" in header and "final" in header
+    assert "0.0042" in two and "0.0030" in two and "0.2500" in two
+    assert "final: clashscore: x" in two
+    assert "n/a" in two
+
+
+# --- backbone H-bonds -------------------------------------------------------
+
+def test_helix_hbonds_are_the_i_i4_pairs(helix):
+    from qrefine.validation.hbonds import backbone_hbonds, count_backbone_hbonds
+    bonds = backbone_hbonds(helix)
+    # README_qr-tests-1us0 / run_analyze.py: 9 H...O pairs within (1.7, 2.2) A.
+    assert count_backbone_hbonds(helix) == 9
+    assert {(b.donor, b.acceptor) for b in bonds} == {
+        ("A %d" % i, "A %d" % (i - 4)) for i in range(91, 100)}
+    assert all(1.7 < b.distance < 2.2 for b in bonds)
+    # A hierarchy works as well as a model.
+    assert backbone_hbonds(helix.get_hierarchy()) == bonds
+
+
+def test_moving_an_h_makes_and_breaks_hbonds(helix):
+    from qrefine.validation.hbonds import backbone_hbonds
+    h = helix.get_hierarchy().deep_copy()
+    atoms = {(a.parent().parent().resseq_as_int(), a.name.strip()): a for a in h.atoms()}
+
+    # Break: pull H(95) 1 A straight away from its acceptor O(91).
+    h95, o91 = atoms[(95, "H")], atoms[(91, "O")]
+    h95.xyz = tuple(np.array(h95.xyz) + _unit(h95.xyz, o91.xyz) * 1.0)
+    pairs = {(b.donor, b.acceptor) for b in backbone_hbonds(h)}
+    assert len(pairs) == 8 and ("A 95", "A 91") not in pairs
+
+    # Make: put the free H(88) 2.0 A from O(93), pointing away from N(88)'s side.
+    h88, o93 = atoms[(88, "H")], atoms[(93, "O")]
+    h88.xyz = tuple(np.array(o93.xyz) + _unit(o93.xyz, atoms[(93, "C")].xyz) * 2.0)
+    found = {(b.donor, b.acceptor): b.distance for b in backbone_hbonds(h)}
+    assert len(found) == 9 and found[("A 88", "A 93")] == pytest.approx(2.0)
+
+    # The window is strict: exactly 2.2 A is not a bond.
+    h88.xyz = tuple(np.array(o93.xyz) + _unit(o93.xyz, atoms[(93, "C")].xyz) * 2.2)
+    assert ("A 88", "A 93") not in {(b.donor, b.acceptor) for b in backbone_hbonds(h)}
+
+    # H(i+1)...O(i) across the peptide bond never counts, however close.
+    h94, o93 = atoms[(94, "H")], atoms[(93, "O")]
+    h94.xyz = tuple(np.array(o93.xyz) + (0, 0, 1.9))
+    assert ("A 94", "A 93") not in {(b.donor, b.acceptor) for b in backbone_hbonds(h)}
+
+
+def test_recovered_fraction(helix, structures):
+    import iotbx.pdb
+    from qrefine.validation.hbonds import recovered_fraction
+    assert recovered_fraction(helix, helix) == 1.0
+    # run_analyze.dat (Q|R): refine_cctbx, 0.3 A perturbation -> 90.00 % recovered.
+    runs = sorted(glob.glob(os.path.join(
+        structures, "xray/1us0_helix/final_results_cctbx/refine_cctbx/0.3/*_refined.pdb")))
+    assert len(runs) == 10
+    fractions = [recovered_fraction(helix, iotbx.pdb.input(f).construct_hierarchy())
+                 for f in runs]
+    assert 100 * np.mean(fractions) == pytest.approx(90.00, abs=0.005)
+
+    heavy = helix.select(~helix.get_hd_selection())
+    with pytest.raises(QRefineError):
+        recovered_fraction(heavy, helix)
+    with pytest.raises(QRefineError):
+        recovered_fraction(helix, heavy)
+
+
+# --- helpers ------------------------------------------------------------------
+
+def _atom_index(model, chain, resseq, name):
+    for i, a in enumerate(model.get_hierarchy().atoms()):
+        rg = a.parent().parent()
+        if (rg.parent().id == chain and rg.resseq_as_int() == resseq
+                and a.name.strip() == name):
+            return i
+    raise KeyError((chain, resseq, name))
+
+
+def _xyz(model, chain, resseq, name):
+    return model.get_hierarchy().atoms()[_atom_index(model, chain, resseq, name)].xyz
+
+
+def _unit(to_xyz, from_xyz):
+    """Unit vector pointing from ``from_xyz`` to ``to_xyz``."""
+    v = np.array(to_xyz) - np.array(from_xyz)
+    return v / np.linalg.norm(v)
