@@ -46,9 +46,9 @@ chem_data = None
 data_weight = None
   .type = float
   .help = "Fixed weight w of the data term in T = w*T_data + T_restraints; None estimates it from the gradient-norm ratio."
-data_weight_scale = 1.0
+data_weight_scale = None
   .type = float
-  .help = "Multiplier applied to the estimated data weight (ignored when data_weight is set)."
+  .help = "Multiplier of the estimated data weight (ignored when data_weight is set); None: 0.1 for maps, 1.0 for reflections."
 restraints_cif = None
   .type = path
   .multiple = True
@@ -60,12 +60,15 @@ reflections {
   labels = None
     .type = str
     .help = "Label(s) of the amplitude or intensity array, e.g. FOBS,SIGFOBS or IOBS."
-  target = *ml ls
+  target = *auto ml ls
     .type = choice
-    .help = "Reciprocal-space target: maximum likelihood or least squares."
+    .help = "Reciprocal-space target: maximum likelihood, least squares, or auto (ML with at least 250 test reflections, else LS)."
   bulk_solvent = True
     .type = bool
-    .help = "Model bulk solvent and anisotropic scaling (mmtbx.f_model)."
+    .help = "Model bulk solvent (mmtbx.f_model) when scales are updated."
+  update_scales = True
+    .type = bool
+    .help = "Re-fit overall/anisotropic scales (and bulk solvent) each macro cycle; False for solvent-free simulated data."
 }
 r_free_flags {
   label = None

@@ -10,6 +10,7 @@ from qrefine.outputs import write_json, write_model
 from qrefine.refinement import refine
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 from qrefine.validation import validate
+from qrefine.weights.initial import DEFAULT_SCALE
 
 MAP_EXTENSIONS = (".map", ".mrc", ".ccp4")
 REFLECTION_EXTENSIONS = (".mtz", ".hkl", ".sca", ".cif", ".ent")
@@ -55,6 +56,8 @@ def check_parameters(params, data_kind):
         raise QRefineError("resolution=%s must be positive" % params.resolution)
     if params.data_weight is not None and params.data_weight <= 0:
         raise QRefineError("data_weight=%s must be positive" % params.data_weight)
+    if params.data_weight_scale is not None and params.data_weight_scale <= 0:
+        raise QRefineError("data_weight_scale=%s must be positive" % params.data_weight_scale)
     if params.refine.macro_cycles < 1 or params.refine.max_iterations < 1:
         raise QRefineError("refine.macro_cycles and refine.max_iterations must be >= 1")
     if params.nproc < 1:
@@ -68,13 +71,17 @@ def build_data_target(model, data_path, data_kind, params):
         map_data = read_map(data_path)  # the target checks the model lies in the map
         return RealSpaceTarget(model, map_data, params.resolution), []
     from qrefine.data.reflections import read_reflections
-    from qrefine.data.reciprocal_space import ReciprocalSpaceTarget
+    from qrefine.data.reciprocal_space import ReciprocalSpaceTarget, choose_target
     reflections = read_reflections(
         data_path, model.crystal_symmetry(), labels=params.reflections.labels,
         r_free_label=params.r_free_flags.label)
-    target = ReciprocalSpaceTarget(model, reflections, target=params.reflections.target,
-                                   bulk_solvent=params.reflections.bulk_solvent)
-    return target, list(reflections.notes)
+    target_name, note = choose_target(params.reflections.target, reflections)
+    if note:
+        reflections.notes.append(note)
+    target = ReciprocalSpaceTarget(model, reflections, target=target_name,
+                                   bulk_solvent=params.reflections.bulk_solvent,
+                                   update_scales=params.reflections.update_scales)
+    return target, list(target.notes)
 
 
 def run(params, files, paths, reporter, argv=()):
@@ -107,28 +114,41 @@ def run(params, files, paths, reporter, argv=()):
     sites = model.get_sites_cart().as_numpy_array()
 
     t = time.time()
-    start_stats = data.statistics(sites) if data is not None else None
+    start_stats = None
+    if data is not None:
+        data.update(sites)  # scales (and bulk solvent) fitted to the start model
+        start_stats = data.statistics(sites)
     start = validate(model, data_statistics=start_stats)
     timings["validation_start_s"] = time.time() - t
 
     t = time.time()
     target_data = data if params.mode == "refine" else None
+    weight_scale = params.data_weight_scale
+    if weight_scale is None and data is not None:
+        weight_scale = DEFAULT_SCALE[data.kind]
     reporter.info("")
+    if target_data is None:
+        weighting = "no data term"
+    elif params.data_weight:
+        weighting = "data_weight=%g (fixed)" % params.data_weight
+    else:
+        weighting = "data weight = gradient-norm ratio x %g, per macro cycle" % weight_scale
     reporter.info("Refinement: restraints=%s, mode=%s, %s" % (
-        params.restraints, params.mode,
-        "data_weight=%g (fixed)" % params.data_weight if params.data_weight
-        else "data weight from the gradient-norm ratio x %g" % params.data_weight_scale))
+        params.restraints, params.mode, weighting))
     final_sites, cycles = refine(
         sites, restraints, target_data, macro_cycles=params.refine.macro_cycles,
         max_iterations=params.refine.max_iterations,
         tolerance=params.refine.convergence_tolerance, weight=params.data_weight,
-        weight_scale=params.data_weight_scale, reporter=reporter)
+        weight_scale=weight_scale, reporter=reporter)
     timings["refinement_s"] = time.time() - t
 
     from scitbx.array_family import flex
     model.set_sites_cart(flex.vec3_double(final_sites))
     t = time.time()
-    final_stats = data.statistics(final_sites) if data is not None else None
+    final_stats = None
+    if data is not None:
+        data.update(final_sites)
+        final_stats = data.statistics(final_sites)
     final = validate(model, data_statistics=final_stats)
     timings["validation_final_s"] = time.time() - t
 

@@ -56,13 +56,13 @@ def read_reflections(path, crystal_symmetry, labels=None, r_free_label=None):
     ``crystal_symmetry`` is the model's; it fills in what the file lacks.
     """
     check_readable(path, "reflection")
-    arrays, is_cif = _read_arrays(path, crystal_symmetry)
+    arrays, strip_block = _read_arrays(path, crystal_symmetry)
     notes = []
-    data = _select_data(path, arrays, labels, is_cif)
-    source_labels = _display(data, is_cif)
+    data = _select_data(path, arrays, labels, strip_block)
+    source_labels = _display(data, strip_block)
     symmetry = _working_symmetry(path, data, crystal_symmetry, notes)
     f_obs = _as_amplitudes(path, data, symmetry, source_labels, notes)
-    flags, flag_label = _select_flags(path, arrays, r_free_label, is_cif, notes)
+    flags, flag_label = _select_flags(path, arrays, r_free_label, strip_block, notes)
     f_obs, r_free = _match_flags(path, f_obs, flags, flag_label, symmetry, notes)
     if r_free.data().count(False) == 0:
         raise QRefineError("reflection file %s: every reflection is flagged as test set "
@@ -92,28 +92,31 @@ def _read_arrays(path, crystal_symmetry):
     arrays = [a for a in arrays if a.size() > 0]
     if not arrays:
         raise QRefineError("reflection file %s contains no reflection data" % path)
-    return arrays, file_type == "cif"
+    # iotbx prefixes mmCIF labels with the data block name.  With one block it
+    # is noise in messages; with several it is what tells the arrays apart.
+    blocks = {(a.info().labels or [""])[0] for a in arrays}
+    return arrays, file_type == "cif" and len(blocks) == 1
 
 
 # --- choosing the observations -----------------------------------------------
 
-def _select_data(path, arrays, labels, is_cif):
+def _select_data(path, arrays, labels, strip_block):
     if labels:
-        array = _match_label(path, arrays, labels, is_cif, "labels")
+        array = _match_label(path, arrays, labels, strip_block, "labels")
         if not (array.is_xray_amplitude_array() or array.is_xray_intensity_array()):
             raise QRefineError("reflection file %s: %s is not an amplitude or intensity "
                                "array; available: %s"
-                               % (path, labels, _available(arrays, is_cif)))
+                               % (path, labels, _available(arrays, strip_block)))
         return array
     ranked = sorted((_data_rank(a), i) for i, a in enumerate(arrays) if _is_obs(a))
     if not ranked:
         raise QRefineError("reflection file %s has no amplitude or intensity array; "
-                           "available: %s" % (path, _available(arrays, is_cif)))
+                           "available: %s" % (path, _available(arrays, strip_block)))
     best = [arrays[i] for rank, i in ranked if rank == ranked[0][0]]
     if len(best) > 1:
         raise QRefineError("reflection file %s has several equally suitable data arrays "
                            "(%s); choose one with labels="
-                           % (path, "; ".join(_display(a, is_cif) for a in best)))
+                           % (path, "; ".join(_display(a, strip_block) for a in best)))
     return best[0]
 
 
@@ -135,30 +138,33 @@ def _data_rank(array):
             not (array.sigmas() is not None and array.sigmas_are_sensible()))
 
 
-def _match_label(path, arrays, wanted, is_cif, option):
+def _match_label(path, arrays, wanted, strip_block, option):
     """Array whose labels include every comma-separated name in ``wanted``."""
     names = [_norm(n) for n in wanted.replace(" ", ",").split(",") if n.strip()]
     hits = []
     for a in arrays:
-        own = [_norm(n) for n in _labels(a, is_cif)]
-        if all(n in own for n in names):
+        own = [_norm(n) for n in _labels(a, strip_block)]
+        if all(n in own or n in _norm_all(a) for n in names):
             # exact first-column hit ranks above a partial one (FOBS vs SIGFOBS)
             hits.append((own[0] == names[0], len(own) == len(names), a))
     if not hits:
         raise QRefineError("reflection file %s has no array with %s=%s; available: %s"
-                           % (path, option, wanted, _available(arrays, is_cif)))
+                           % (path, option, wanted, _available(arrays, strip_block)))
     hits.sort(key=lambda h: (h[0], h[1]), reverse=True)
     if len(hits) > 1 and hits[0][:2] == hits[1][:2]:
         raise QRefineError("reflection file %s: %s=%s is ambiguous (%s); give more labels"
                            % (path, option, wanted,
-                              "; ".join(_display(h[2], is_cif) for h in hits)))
+                              "; ".join(_display(h[2], strip_block) for h in hits)))
     return hits[0][2]
 
 
-def _labels(array, is_cif):
+def _labels(array, strip_block):
     labels = list(array.info().labels or [])
-    # iotbx prefixes mmCIF labels with the data block name; it is no column.
-    return labels[1:] if is_cif and len(labels) > 1 else labels
+    return labels[1:] if strip_block and len(labels) > 1 else labels
+
+
+def _norm_all(array):
+    return [_norm(n) for n in array.info().labels or []]
 
 
 def _norm(name):
@@ -166,12 +172,12 @@ def _norm(name):
     return name[len("_refln."):] if name.startswith("_refln.") else name
 
 
-def _display(array, is_cif):
-    return ",".join(_labels(array, is_cif))
+def _display(array, strip_block):
+    return ",".join(_labels(array, strip_block))
 
 
-def _available(arrays, is_cif):
-    return "; ".join(_display(a, is_cif) for a in arrays)
+def _available(arrays, strip_block):
+    return "; ".join(_display(a, strip_block) for a in arrays)
 
 
 # --- symmetry and conversion ----------------------------------------------------
@@ -237,10 +243,14 @@ def _as_amplitudes(path, data, symmetry, label, notes):
     if is_intensity:
         data = _french_wilson(path, data, label, notes)
     else:
-        bad = data.data() < 0
+        # F = 0 is mostly an unmeasured reflection written as zero; cctbx's ML
+        # target also gives such reflections a gradient but a constant value
+        # (35 % gradient error on 1aie, which has 78 of them).
+        bad = data.data() <= 0
         if bad.count(True):
             data = data.select(~bad)
-            notes.append("%d negative amplitudes in %s dropped" % (bad.count(True), label))
+            notes.append("%d zero or negative amplitudes in %s dropped"
+                         % (bad.count(True), label))
     data.set_observation_type_xray_amplitude()
     if data.size() == 0:
         raise QRefineError("reflection file %s: no usable reflections in %s" % (path, label))
@@ -270,22 +280,22 @@ def _french_wilson(path, i_obs, label, notes):
 
 # --- R-free flags -----------------------------------------------------------------
 
-def _select_flags(path, arrays, r_free_label, is_cif, notes):
+def _select_flags(path, arrays, r_free_label, strip_block, notes):
     """(bool miller array or None, source label or None); None = generate."""
     if r_free_label:
-        array = _match_label(path, arrays, r_free_label, is_cif, "r_free_label")
+        array = _match_label(path, arrays, r_free_label, strip_block, "r_free_label")
         value = reflection_file_utils.guess_r_free_flag_value(array)
         if value is None:
             raise QRefineError("reflection file %s: %s is not a usable R-free array (one "
                                "value, or too many/few test reflections); omit "
                                "r_free_label to generate new flags" % (path, r_free_label))
-        return _as_bool(array, value), _display(array, is_cif)
+        return _as_bool(array, value), _display(array, strip_block)
     scores = reflection_file_utils.get_r_free_flags_scores(arrays, test_flag_value=None)
     best = max(range(len(arrays)), key=lambda i: scores.scores[i])
     if scores.scores[best] > 0:
         array = arrays[best]
-        return _as_bool(array, scores.test_flag_values[best]), _display(array, is_cif)
-    looks = [_display(a, is_cif) for a in arrays
+        return _as_bool(array, scores.test_flag_values[best]), _display(array, strip_block)
+    looks = [_display(a, strip_block) for a in arrays
              if reflection_file_utils.looks_like_r_free_flags_info(a.info())]
     if looks:
         notes.append("R-free array %s is unusable (a single flag value or an implausible "

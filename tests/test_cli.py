@@ -1,0 +1,143 @@
+"""qr.refine from the command line: help, defaults, and bad input.
+
+Each bad input must end in one line on stderr that names the file (or the
+parameter), exit status 1, and no files in the output directory.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from qrefine.scripts.refine import main
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 1
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("qr.refine: error: ")
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_help_and_defaults(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "qr.refine model.pdb" in out
+    code, out, _ = run_cli(["--show-defaults"], capsys)
+    assert code == 0 and "macro_cycles" in out and "resolution" in out
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("qr.refine", path=os.path.dirname(sys.executable)) or shutil.which("qr.refine")
+    assert exe, "qr.refine entry point not installed"
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("qrefine ")
+
+
+@pytest.fixture
+def helix(structures):
+    return os.path.join(structures, "xray/1us0_helix/perturbed/1.5/0.pdb")
+
+
+def test_missing_model_file(tmp_path, capsys, test_data):
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(tmp_path / "nope.pdb"), "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "nope.pdb", "does not exist")
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_corrupt_model_file(tmp_path, capsys, test_data):
+    bad = tmp_path / "garbage.pdb"
+    bad.write_bytes(bytes(range(256)) * 20)
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(bad), "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "garbage.pdb")
+    assert not os.listdir(out)
+
+
+def test_empty_model(tmp_path, capsys, test_data):
+    empty = tmp_path / "empty.pdb"
+    empty.write_text("CRYST1   10.000   10.000   10.000  90.00  90.00  90.00 P 1\nEND\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(empty), "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "empty.pdb", "no atoms")
+    assert not os.listdir(out)
+
+
+def test_non_finite_coordinates(tmp_path, capsys, helix):
+    lines = open(helix).read().splitlines()
+    i = next(k for k, l in enumerate(lines) if l.startswith("ATOM"))
+    lines[i] = lines[i][:30] + "     nan" + lines[i][38:]
+    bad = tmp_path / "nan.pdb"
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(bad), "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "nan.pdb", "line")
+    assert not os.listdir(out)
+
+
+def test_residue_without_restraints(tmp_path, capsys, structures):
+    model = os.path.join(structures, "xray/5c11/5c11.pdb")
+    out = tmp_path / "out"
+    code, _, err = run_cli([model, "mode=opt", "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "5c11.pdb", "4WQ", "restraints_cif=")
+    assert not os.listdir(out)
+
+
+def test_map_needs_resolution(tmp_path, capsys, structures):
+    d = os.path.join(structures, "cryo_em/3j63_A")
+    out = tmp_path / "out"
+    code, _, err = run_cli([os.path.join(d, "3j63_A_box_complete.pdb"),
+                            os.path.join(d, "3j63_A_box.ccp4"), "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "resolution=")
+    assert not os.listdir(out)
+
+
+def test_unknown_labels(tmp_path, capsys, helix, structures):
+    out = tmp_path / "out"
+    code, _, err = run_cli([helix, os.path.join(structures, "xray/1us0_helix/data.mtz"),
+                            "labels=FOO,SIGFOO", "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "data.mtz", "FOO")
+    assert not os.listdir(out)
+
+
+def test_model_outside_map(tmp_path, capsys, structures):
+    d = os.path.join(structures, "cryo_em/3j63_A")
+    lines = open(os.path.join(d, "3j63_A_box_complete.pdb")).read().splitlines()
+    moved = []
+    for l in lines:
+        if l.startswith(("ATOM", "HETATM")):
+            x = float(l[30:38]) + 200.0
+            l = l[:30] + "%8.3f" % x + l[38:]
+        moved.append(l)
+    model = tmp_path / "moved.pdb"
+    model.write_text("\n".join(moved) + "\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(model), os.path.join(d, "3j63_A_box.ccp4"), "resolution=3.8",
+                            "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "3j63_A_box.ccp4")
+    assert not os.listdir(out)
+
+
+def test_unknown_parameter(tmp_path, capsys, helix):
+    code, _, err = run_cli([helix, "macro_cycle=3"], capsys)
+    assert_one_line_error(code, err, "refine.macro_cycles")
+
+
+def test_output_never_overwrites_input(tmp_path, capsys, helix):
+    model = tmp_path / "m_refined.pdb"
+    shutil.copy(helix, model)
+    before = model.read_bytes()
+    code, _, err = run_cli([str(model), "output.prefix=m", "output.dir=%s" % tmp_path], capsys)
+    assert_one_line_error(code, err, "overwrite an input")
+    assert model.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m_refined.pdb"]
