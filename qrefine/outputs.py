@@ -21,6 +21,10 @@ class OutputPaths:
         self.cif = base + "_refined.cif"
         self.log = base + ".log"
         self.summary = base + "_summary.json"
+        # Inputs of a QM calculation that failed for good are kept here.
+        self.failed_dir = base + "_failed"
+        self.checkpoint = base + ".checkpoint"
+        self.weights_plot = base + "_weights.png"
 
     def all(self):
         return [self.pdb, self.cif, self.log, self.summary]
@@ -53,11 +57,16 @@ class OutputPaths:
 
 def write_atomic(path, text):
     """Write ``text`` to ``path`` via a temporary file and a rename."""
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` via a temporary file and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

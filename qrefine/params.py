@@ -56,6 +56,58 @@ restraints_cif = None
 use_neutron_distances = False
   .type = bool
   .help = "Use nuclear X-H distances in library restraints (for models built that way)."
+restart = None
+  .type = path
+  .help = "Resume a killed run from its <prefix>.checkpoint file (same inputs and parameters)."
+weights {
+  search = True
+    .type = bool
+    .help = "Search the data weight (monotonic, validation-gated); False: gradient-norm ratio per macro cycle."
+  trials = None
+    .type = floats
+    .help = "Explicit trial weights (ascending); None: a geometric grid around the gradient-norm ratio."
+  grid_factor = 2.0
+    .type = float
+    .help = "Ratio between consecutive trial weights of the default grid."
+  grid_below = 4
+    .type = int
+    .help = "Number of grid weights below the gradient-norm ratio."
+  grid_above = 4
+    .type = int
+    .help = "Number of grid weights above the gradient-norm ratio."
+  trial_macro_cycles = 2
+    .type = int
+    .help = "Macro cycles of each trial refinement."
+  max_bond_rmsd = None
+    .type = float
+    .help = "Bond RMSD limit (A, non-H); None: 0.025 (d<=2 A), 0.02 (d<=3 A), 0.015 (lower resolution)."
+  max_angle_rmsd = None
+    .type = float
+    .help = "Angle RMSD limit (degrees, non-H); None: 2.5 (d<=2 A), 2.0 (d<=3 A), 1.8 (lower resolution)."
+  max_r_gap = None
+    .type = float
+    .help = "X-ray: largest acceptable R-free - R-work; None: 0.05 + 0.01 * d_min."
+  refine_bracket = True
+    .type = bool
+    .help = "Try one more weight between the last accepted and the first rejected trial."
+}
+qm {
+  clustering = False
+    .type = bool
+    .help = "Compute QM restraints on clustered fragments; False: the whole model at once."
+  solvent = water
+    .type = str
+    .help = "Implicit solvent for engines that support it (xtb: ALPB); none switches it off."
+  electronic_temperature = None
+    .type = float
+    .help = "Electronic temperature in K (xtb); None: the engine default (300 K)."
+  accuracy = None
+    .type = float
+    .help = "Numerical accuracy factor (xtb; smaller is tighter); None: the engine default."
+  basis = None
+    .type = str
+    .help = "Basis set for ab initio engines (pyscf, orca, terachem, gaussian, turbomole)."
+}
 reflections {
   labels = None
     .type = str

@@ -6,11 +6,12 @@ import time
 
 from qrefine import chem_data, model_io, params as params_mod
 from qrefine.errors import QRefineError
-from qrefine.outputs import write_json, write_model
-from qrefine.refinement import refine
-from qrefine.restraints.cctbx_geometry import CctbxGeometry
+from qrefine.checkpoint import fingerprint
+from qrefine.outputs import write_atomic_bytes, write_json, write_model
+from qrefine.protocol import run_protocol
+from qrefine.restraints.factory import build_restraints
 from qrefine.validation import validate
-from qrefine.weights.initial import DEFAULT_SCALE
+from qrefine.weights.plot import plot_weight_search
 
 MAP_EXTENSIONS = (".map", ".mrc", ".ccp4")
 REFLECTION_EXTENSIONS = (".mtz", ".hkl", ".sca", ".cif", ".ent")
@@ -47,9 +48,6 @@ def classify_inputs(files):
 
 def check_parameters(params, data_kind):
     """Cross-parameter checks, done once before any work."""
-    if params.restraints == "qm":
-        raise QRefineError("restraints=qm needs the QM engines, which this version of "
-                           "qrefine does not include yet; use restraints=cctbx")
     if data_kind == "map" and params.mode == "refine" and params.resolution is None:
         raise QRefineError("resolution= is required with a map (e.g. resolution=3.8)")
     if params.resolution is not None and params.resolution <= 0:
@@ -110,7 +108,13 @@ def run(params, files, paths, reporter, argv=()):
         reporter.info("mode=opt: the data are used for statistics only, not in the target")
     timings["read_inputs_s"] = time.time() - t
 
-    restraints = CctbxGeometry(model)
+    t = time.time()
+    restraints = build_restraints(model, model_path, params, paths.failed_dir)
+    if params.restraints == "qm":
+        reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, %s" % (
+            params.engine, restraints.method, restraints.charge, restraints.multiplicity,
+            "whole model" if not params.qm.clustering else "fragments"))
+    timings["setup_s"] = time.time() - t
     sites = model.get_sites_cart().as_numpy_array()
 
     t = time.time()
@@ -122,25 +126,14 @@ def run(params, files, paths, reporter, argv=()):
     timings["validation_start_s"] = time.time() - t
 
     t = time.time()
-    target_data = data if params.mode == "refine" else None
-    weight_scale = params.data_weight_scale
-    if weight_scale is None and data is not None:
-        weight_scale = DEFAULT_SCALE[data.kind]
-    reporter.info("")
-    if target_data is None:
-        weighting = "no data term"
-    elif params.data_weight:
-        weighting = "data_weight=%g (fixed)" % params.data_weight
-    else:
-        weighting = "data weight = gradient-norm ratio x %g, per macro cycle" % weight_scale
-    reporter.info("Refinement: restraints=%s, mode=%s, %s" % (
-        params.restraints, params.mode, weighting))
-    final_sites, cycles = refine(
-        sites, restraints, target_data, macro_cycles=params.refine.macro_cycles,
-        max_iterations=params.refine.max_iterations,
-        tolerance=params.refine.convergence_tolerance, weight=params.data_weight,
-        weight_scale=weight_scale, reporter=reporter)
+    parameters = params_mod.as_dict(params)
+    ck_fingerprint = fingerprint({"model": model_path, "data": data_path}, parameters)
+    protocol, ck = run_protocol(model, restraints, data, params, paths, reporter, ck_fingerprint)
+    final_sites, cycles = protocol.sites, protocol.cycles
+    notes.extend(protocol.notes)
     timings["refinement_s"] = time.time() - t
+    if hasattr(restraints, "timing"):
+        timings.update(restraints.timing())
 
     from scitbx.array_family import flex
     model.set_sites_cart(flex.vec3_double(final_sites))
@@ -158,6 +151,10 @@ def run(params, files, paths, reporter, argv=()):
 
     t = time.time()
     notes.extend(write_model(model, paths.pdb, paths.cif))
+    if protocol.trials:
+        write_atomic_bytes(paths.weights_plot, plot_weight_search(
+            [t.as_dict() for t in protocol.trials], protocol.chosen_weight,
+            title=os.path.basename(model_path)))
     timings["output_s"] = time.time() - t
     timings["total_s"] = time.time() - t_start
     summary = {
@@ -166,18 +163,22 @@ def run(params, files, paths, reporter, argv=()):
         "inputs": {"model": os.path.abspath(model_path),
                    "data": os.path.abspath(data_path) if data_path else None,
                    "data_kind": data_kind},
-        "parameters": params_mod.as_dict(params),
+        "parameters": parameters,
         "start": start.as_dict(),
         "final": final.as_dict(),
         "macro_cycles": [c.as_dict() for c in cycles],
-        "weight_search": [],
-        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "weight_search": [t.as_dict() for t in protocol.trials],
+        "chosen_weight": protocol.chosen_weight,
+        "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
         "notes": notes,
         "outputs": {"pdb": paths.pdb if os.path.exists(paths.pdb) else None,
-                    "cif": paths.cif, "log": paths.log, "summary": paths.summary},
+                    "cif": paths.cif, "log": paths.log, "summary": paths.summary,
+                    "weights_plot": paths.weights_plot if protocol.trials else None},
     }
     for n in notes:
         reporter.info("note: " + n)
-    reporter.info("timings: " + ", ".join("%s %.1f" % (k, v) for k, v in timings.items()))
+    reporter.info("timings: " + ", ".join("%s %.1f" % (k, v) for k, v in timings.items()
+                                          if k.endswith("_s")))
     write_json(paths.summary, summary)
+    ck.remove()  # the run is complete: nothing left to resume
     return summary

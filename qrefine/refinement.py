@@ -40,16 +40,19 @@ def estimate_weight(restraints, data, sites_cart, scale=1.0):
 
 
 def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100,
-           tolerance=1e-5, weight=None, weight_scale=1.0, reporter=None):
+           tolerance=1e-5, weight=None, weight_scale=1.0, reporter=None,
+           first_cycle=1, on_cycle=None, label="macro cycle"):
     """Refine ``sites_cart`` and return (final sites, list of CycleRecord).
 
     ``weight=None`` re-estimates the weight each macro cycle; a number fixes it.
     With ``data=None`` the restraints alone are minimised (one macro cycle
     suffices, but all requested cycles are run so convergence is checked).
+    ``first_cycle`` > 1 resumes a run whose earlier cycles are done;
+    ``on_cycle(record, sites)`` is called after each cycle (checkpoints).
     """
     sites = np.array(sites_cart, dtype=float)
     records = []
-    for cycle in range(1, macro_cycles + 1):
+    for cycle in range(first_cycle, macro_cycles + 1):
         t0 = time.time()
         w = 0.0
         if data is not None:
@@ -60,8 +63,8 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
 
         def progress(iteration, value, _cycle=cycle):
             if reporter is not None:
-                reporter.progress("macro cycle %d, iteration %d, target %.6g"
-                                  % (_cycle, iteration, value))
+                reporter.progress("%s %d, iteration %d, target %.6g"
+                                  % (label, _cycle, iteration, value))
 
         result = lbfgs(target.value_and_gradient, sites, max_iterations=max_iterations,
                        tolerance=tolerance, callback=progress)
@@ -73,15 +76,17 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
                              message=result.message, seconds=time.time() - t0,
                              statistics=stats)
         records.append(record)
+        if on_cycle is not None:
+            on_cycle(record, sites)
         if reporter is not None:
             reporter.end_progress()
-            reporter.info(_format_cycle(record))
+            reporter.info("  " + _format_cycle(record, label))
     return sites, records
 
 
-def _format_cycle(r):
+def _format_cycle(r, label):
     stats = "  ".join("%s %.4f" % (k, v) for k, v in r.statistics.items() if v is not None)
-    return ("macro cycle %d: weight %.4g, target %.6g -> %.6g, %d iterations (%s: %s), "
+    return (label + " %d: weight %.4g, target %.6g -> %.6g, %d iterations (%s: %s), "
             "%.1f s  %s" % (r.cycle, r.weight, r.start_target, r.final_target,
                            r.iterations, "converged" if r.converged else "not converged",
                            r.message, r.seconds, stats)).rstrip()

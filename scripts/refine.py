@@ -20,6 +20,7 @@ Examples:
 
 Common parameters (all of them: qr.refine --show-defaults):
   restraints=cctbx|qm      source of the geometry term (default cctbx)
+  engine=<name> method=<m> QM engine and method (restraints=qm)
   mode=refine|opt          fit the data, or geometry only
   resolution=<A>           map resolution (required with a map)
   data_weight=<w>          fix the data weight (default: gradient-norm ratio)
@@ -33,7 +34,13 @@ Outputs: <prefix>_refined.pdb, <prefix>_refined.cif, <prefix>.log and
 <prefix>_summary.json (start and final validation, parameters, timings).
 Inputs are never overwritten.
 
-options: --help, --show-defaults, --version
+QM restraints (restraints=qm) need a model with all hydrogens (qr.finalise)
+and an engine: engine=xtb|mopac|pyscf|orca|terachem|turbomole|gaussian,
+method=, charge= (default: from protonation states), multiplicity=,
+qm.clustering=false (the whole model at once).  qr.refine --engines lists the
+engines and which of them can run on this machine.
+
+options: --help, --show-defaults, --engines, --version
 """
 
 
@@ -46,6 +53,8 @@ def main(argv=None):
         from qrefine import __version__
         sys.stdout.write("qrefine %s\n" % __version__)
         return 0
+    if argv[0] == "--engines":
+        return show_engines()
     from qrefine import params as params_mod
     if argv[0] in ("--show-defaults", "--show_defaults"):
         sys.stdout.write(params_mod.show_defaults())
@@ -75,7 +84,8 @@ def main(argv=None):
             reporter.info(line)
         from qrefine import pipeline
         pipeline.run(params, files, paths, reporter, argv=argv)
-        reporter.info("wrote %s" % ", ".join(p for p in paths.all() if p != paths.log))
+        reporter.info("wrote %s" % ", ".join(p for p in paths.all() + [paths.weights_plot]
+                                             if p != paths.log and os.path.exists(p)))
         reporter.close()
         os.replace(partial_log, paths.log)
         return 0
@@ -93,6 +103,16 @@ def main(argv=None):
             type(e).__name__, " ".join(str(e).split())[:300],
             "; traceback in %s" % crash_log if crash_log else ""))
         return 2
+
+
+def show_engines():
+    """List the QM engines, whether each can run here, and what to install."""
+    from qrefine.engines import list_engines
+    rows = list_engines()
+    sys.stdout.write("%-10s %-10s %s\n" % ("engine", "available", "notes"))
+    for name, ok, note in rows:
+        sys.stdout.write("%-10s %-10s %s\n" % (name, "yes" if ok else "no", note))
+    return 0
 
 
 def _keep_crash_log(reporter, paths):

@@ -32,10 +32,13 @@ def test_xray_refinement_of_the_helix(tmp_path, structures):
     assert len(s["macro_cycles"]) == 3 and all(c["weight"] > 0 for c in s["macro_cycles"])
     assert s["parameters"]["refine.macro_cycles"] == 3
     assert s["timings"]["total_s"] > 0 and "refinement_s" in s["timings"]
-    assert "weight_search" in s
-    # no temporary or partial files are left behind
+    trials = s["weight_search"]
+    assert len(trials) >= 2 and s["chosen_weight"] in [t["weight"] for t in trials]
+    weights = [t["weight"] for t in trials]
+    assert weights[:-1] == sorted(weights[:-1])  # rising (the last may refine a bracket)
+    # no temporary, partial or checkpoint files are left behind
     assert sorted(os.listdir(out)) == ["helix.log", "helix_refined.cif", "helix_refined.pdb",
-                                       "helix_summary.json"]
+                                       "helix_summary.json", "helix_weights.png"]
 
 
 def test_map_refinement_of_3j63(tmp_path, structures):
@@ -43,6 +46,7 @@ def test_map_refinement_of_3j63(tmp_path, structures):
     out = str(tmp_path)
     assert main([os.path.join(d, "3j63_A_box_complete.pdb"), os.path.join(d, "3j63_A_box.ccp4"),
                  "resolution=3.8", "refine.macro_cycles=2", "refine.max_iterations=40",
+                 "weights.search=false",
                  "output.prefix=emap", "output.dir=%s" % out]) == 0
     s = load_summary(out, "emap")
     assert s["start"]["cc_mask"] is not None and s["final"]["cc_mask"] is not None

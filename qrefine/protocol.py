@@ -1,0 +1,168 @@
+"""The refinement protocol: weight search (or a fixed weight), then the final
+macro cycles at the chosen weight, with checkpoints after every trial and
+every macro cycle so a killed run can resume.
+
+Modes:
+- data and ``weights.search=true`` (default): monotonic search, then final
+  refinement from the chosen trial's model;
+- ``data_weight=`` or ``weights.search=false``: the weight is fixed, or the
+  gradient-norm ratio is re-estimated each macro cycle;
+- no data term (``mode=opt`` or no data file): geometry regularisation.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scitbx.array_family import flex
+
+from qrefine.checkpoint import Checkpoint
+from qrefine.errors import QRefineError
+from qrefine.refinement import CycleRecord, estimate_weight, refine
+from qrefine.validation import validate
+from qrefine.weights.initial import DEFAULT_SCALE
+from qrefine.weights.search import (Trial, WeightSearch, default_limits, default_max_r_gap,
+                                    geometric_grid)
+
+
+@dataclass
+class ProtocolResult:
+    sites: np.ndarray
+    cycles: list
+    trials: list = field(default_factory=list)
+    chosen_weight: float = None
+    notes: list = field(default_factory=list)
+
+
+def _format_metrics(m):
+    parts = []
+    for key, fmt in (("bond_rmsd", "bond %.4f"), ("angle_rmsd", "angle %.2f"),
+                     ("rama_favored", "fav %.1f"), ("rama_outliers", "out %.1f"),
+                     ("rotamer_outliers", "rota %.1f"), ("cbeta_deviations", "cb %d"),
+                     ("clashscore", "clash %.1f"), ("cc_mask", "cc %.4f"),
+                     ("r_work", "Rw %.4f"), ("r_free", "Rf %.4f")):
+        if m.get(key) is not None:
+            parts.append(fmt % m[key])
+    return " ".join(parts)
+
+
+def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
+    sites0 = model.get_sites_cart().as_numpy_array()
+    ck = (Checkpoint.load(params.restart, fingerprint) if params.restart
+          else Checkpoint(paths.checkpoint, fingerprint))
+    ck.path = paths.checkpoint  # a resumed run goes on writing under its own prefix
+    if params.restart:
+        reporter.info("resuming from %s: %d trial(s) and %d macro cycle(s) already done"
+                      % (params.restart, len(ck.trials), len(ck.cycles)))
+    target_data = data if params.mode == "refine" else None
+    scale = params.data_weight_scale
+    if scale is None and data is not None:
+        scale = DEFAULT_SCALE[data.kind]
+    common = dict(max_iterations=params.refine.max_iterations,
+                  tolerance=params.refine.convergence_tolerance, reporter=reporter)
+    result = ProtocolResult(sites=sites0, cycles=[])
+    start_sites, weight = sites0, params.data_weight
+
+    if target_data is not None and params.data_weight is None and params.weights.search:
+        trials, chosen = _search(model, sites0, restraints, target_data, params, scale,
+                                 ck, reporter, common)
+        result.trials = trials
+        if chosen is None:
+            chosen = trials[0]
+            result.notes.append("no trial weight met the limits; the smallest weight "
+                                "(%.4g) was used" % chosen.weight)
+            reporter.info("note: " + result.notes[-1])
+        start_sites, weight = chosen.sites, chosen.weight
+        result.chosen_weight = weight
+        ck.chosen_weight = weight
+        reporter.info("chosen weight %.4g" % weight)
+
+    reporter.info("")
+    if target_data is None:
+        what = "no data term (geometry regularisation)"
+    elif weight is not None:
+        what = "data weight %.4g (%s)" % (weight, "fixed" if params.data_weight else "searched")
+    else:
+        what = "data weight = gradient-norm ratio x %g, per macro cycle" % scale
+    reporter.info("Final refinement: restraints=%s, mode=%s, %s" % (
+        params.restraints, params.mode, what))
+
+    first_cycle = len(ck.cycles) + 1
+    if ck.cycles:
+        start_sites = ck.sites
+        result.cycles = [CycleRecord(**c) for c in ck.cycles]
+
+    def save_cycle(record, sites):
+        ck.cycles.append(record.as_dict())
+        ck.sites = sites
+        ck.save()
+
+    sites, cycles = refine(start_sites, restraints, target_data,
+                           macro_cycles=params.refine.macro_cycles, weight=weight,
+                           weight_scale=scale, first_cycle=first_cycle, on_cycle=save_cycle,
+                           **common)
+    result.sites = sites
+    result.cycles += cycles
+    return result, ck
+
+
+def _search(model, sites0, restraints, data, params, scale, ck, reporter, common):
+    data.update(sites0)
+    w0 = estimate_weight(restraints, data, sites0, scale)
+    grid = list(params.weights.trials) if params.weights.trials else geometric_grid(
+        w0, factor=params.weights.grid_factor, below=params.weights.grid_below,
+        above=params.weights.grid_above)
+    max_bond, max_angle = default_limits(params.resolution if data.kind == "map"
+                                         else _d_min(data))
+    if params.weights.max_bond_rmsd is not None:
+        max_bond = params.weights.max_bond_rmsd
+    if params.weights.max_angle_rmsd is not None:
+        max_angle = params.weights.max_angle_rmsd
+    max_gap = None
+    if data.kind == "reflections":
+        max_gap = (params.weights.max_r_gap if params.weights.max_r_gap is not None
+                   else default_max_r_gap(_d_min(data)))
+    search = WeightSearch(grid, data.kind, max_bond, max_angle, max_gap,
+                          refine_bracket=params.weights.refine_bracket)
+    reporter.info("")
+    reporter.info("Weight search: gradient-norm ratio x %g = %.4g; %d trial weights %.4g .. "
+                  "%.4g; limits bond %.4f, angle %.2f%s" % (
+                      scale, w0, len(grid), grid[0], grid[-1], max_bond, max_angle,
+                      ", R-free - R-work %.3f" % max_gap if max_gap is not None else ""))
+
+    def run_trial(weight):
+        sites, _ = refine(sites0, restraints, data, macro_cycles=params.weights.trial_macro_cycles,
+                          weight=weight, label="  trial w=%.4g cycle" % weight,
+                          **dict(common, reporter=None))
+        model.set_sites_cart(flex.vec3_double(sites))
+        data.update(sites)
+        stats = data.statistics(sites)
+        metrics = validate(model, data_statistics=stats).as_dict()
+        metrics.pop("notes", None)
+        model.set_sites_cart(flex.vec3_double(sites0))
+        return sites, metrics
+
+    def save_trial(trial, trials):
+        ck.trials.append(trial.as_dict())
+        ck.trial_sites.append(trial.sites)
+        ck.save()
+        reporter.info("  trial w=%-10.4g %s  %s  (%.1f s)%s" % (
+            trial.weight, "ok  " if trial.accepted else "STOP", _format_metrics(trial.metrics),
+            trial.seconds, "  " + trial.reason if trial.reason else ""))
+
+    done = [Trial(weight=t["weight"], metrics=t["metrics"], seconds=t["seconds"],
+                  accepted=t["accepted"], reason=t["reason"], sites=s)
+            for t, s in zip(ck.trials, ck.trial_sites)]
+    for t in done:
+        reporter.info("  trial w=%-10.4g %s  %s  (from checkpoint)" % (
+            t.weight, "ok  " if t.accepted else "STOP", _format_metrics(t.metrics)))
+    chosen, trials = search.run(run_trial, done=done, on_trial=save_trial)
+    if ck.chosen_weight is not None and chosen is not None and \
+            abs(ck.chosen_weight - chosen.weight) > 1e-9 * chosen.weight:
+        raise QRefineError("checkpoint %s chose weight %g but the resumed search chose %g; "
+                           "rerun without restart=" % (ck.path, ck.chosen_weight, chosen.weight))
+    return trials, chosen
+
+
+def _d_min(data):
+    f_obs = getattr(data, "fmodel", None)
+    return f_obs.f_obs().d_min() if f_obs is not None else None

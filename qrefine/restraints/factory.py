@@ -1,0 +1,65 @@
+"""Build the restraint term that the parameters ask for."""
+
+import inspect
+
+from qrefine import engines
+from qrefine.errors import QRefineError
+from qrefine.restraints.cctbx_geometry import CctbxGeometry
+
+# qm.* parameters and the engine keyword each one becomes.
+QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis")
+
+
+def require_hydrogens(model, path):
+    """QM needs every H: refuse a model (or residue) without any."""
+    hd = model.get_hd_selection()
+    if hd.count(True) == 0:
+        raise QRefineError("model %s has no hydrogen atoms; QM restraints need a complete "
+                           "model: run qr.finalise %s first" % (path, path))
+    for rg in model.get_hierarchy().residue_groups():
+        for ag in rg.atom_groups():
+            if ag.resname.strip() in ("HOH", "WAT", "DOD"):
+                continue
+            elements = [a.element.strip().upper() for a in ag.atoms()]
+            if len(elements) > 1 and not any(e in ("H", "D") for e in elements):
+                raise QRefineError("residue %s %s%s in %s has no hydrogen atoms; QM restraints "
+                                   "need a complete model: run qr.finalise %s first" % (
+                                       ag.resname.strip(), rg.parent().id.strip(),
+                                       rg.resid().strip(), path, path))
+
+
+def engine_options(module, qm_params):
+    """The qm.* options that were set, checked against what the engine takes."""
+    accepted = inspect.signature(module.make_calculator).parameters
+    options = {}
+    for name in QM_OPTIONS:
+        value = getattr(qm_params, name)
+        if value is None:
+            continue
+        if name == "solvent" and str(value).lower() == "water" and name not in accepted:
+            continue  # the default; engines without implicit solvent ignore it
+        if name not in accepted:
+            raise QRefineError("engine %s does not use qm.%s; remove it" % (module.NAME, name))
+        options[name] = None if (name == "solvent" and str(value).lower() == "none") else value
+    return options
+
+
+def build_restraints(model, model_path, params, failed_dir):
+    if params.restraints == "cctbx":
+        return CctbxGeometry(model)
+    from qrefine import charges
+    from qrefine.restraints.qm import QMRestraints
+    if params.qm.clustering:
+        raise QRefineError("qm.clustering=true (fragments) is not available in this version; "
+                           "use qm.clustering=false to compute the whole model at once")
+    require_hydrogens(model, model_path)
+    module = engines.engine_module(params.engine)
+    # Deuterium is hydrogen to the electrons.
+    symbols = ["H" if s == "D" else s for s in
+               (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
+    charge = params.charge if params.charge is not None else charges.total_charge(model)
+    multiplicity = charges.check_multiplicity(
+        charges.electron_count(symbols, charge), params.multiplicity)
+    return QMRestraints(symbols, params.engine, method=params.method, charge=charge,
+                        multiplicity=multiplicity, options=engine_options(module, params.qm),
+                        failed_dir=failed_dir)

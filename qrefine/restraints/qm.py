@@ -1,0 +1,135 @@
+"""Quantum-chemical restraints: the energy and gradient of the whole model
+from an engine (an ASE calculator), as a RestraintSource.
+
+Units: the value is the electronic energy in kcal/mol and the gradient is in
+kcal/mol/A, so logs and weights read in chemists' units.  The data weight is
+a gradient-norm ratio, so the choice of units does not change the refinement.
+
+Identical coordinates are never computed twice in a row (L-BFGS and the
+weight estimate both ask for the same point), and the calculator object is
+kept between calls so engines that can warm-start their SCF do so.
+"""
+
+import os
+import shutil
+import time
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import CalculationFailed
+from ase.units import kcal, mol
+
+from qrefine import engines
+from qrefine.errors import QRefineError
+
+EV_TO_KCAL_MOL = 1.0 / (kcal / mol)
+
+# What an engine may raise when its SCF or program fails (as opposed to a
+# programming error, which must not be retried).
+ENGINE_FAILURES = (engines.EngineFailed, CalculationFailed)
+try:  # ASE >= 3.23 has SCFError
+    from ase.calculators.calculator import SCFError
+    ENGINE_FAILURES = ENGINE_FAILURES + (SCFError,)
+except ImportError:  # older ASE: CalculationFailed covers it
+    pass
+
+
+class QMRestraints:
+    """Whole-model QM energy and gradient as a restraint term.
+
+    ``engine``: an ``engine=`` name; ``options``: engine keyword options
+    (solvent, basis, ...).  ``failed_dir``: where the input of a calculation
+    that fails after all retries is kept.
+    """
+
+    def __init__(self, symbols, engine, method=None, charge=0, multiplicity=1,
+                 options=None, failed_dir=None, label="whole model"):
+        self.module = engines.engine_module(engine)
+        ok, hint = self.module.availability()
+        if not ok:
+            raise engines.EngineUnavailable("engine %s is not available here: %s"
+                                            % (engine, hint))
+        self.engine = engine
+        self.method = engines.resolve_method(self.module, method)
+        self.charge = int(charge)
+        self.multiplicity = int(multiplicity)
+        self.options = dict(options or {})
+        self.failed_dir = failed_dir
+        self.label = label
+        self.symbols = list(symbols)
+        self.calls = 0          # engine calculations actually run
+        self.requests = 0       # value_and_gradient calls, cache hits included
+        self.seconds = 0.0
+        self.retries = 0
+        self._calculator = None
+        self._cache_sites = None
+        self._cache_result = None
+
+    def _new_calculator(self, extra=None):
+        options = dict(self.options)
+        options.update(extra or {})
+        return self.module.make_calculator(method=self.method, charge=self.charge,
+                                           multiplicity=self.multiplicity, **options)
+
+    def value_and_gradient(self, sites_cart):
+        sites = np.array(sites_cart, dtype=float).reshape(-1, 3)
+        self.requests += 1
+        if self._cache_sites is not None and np.array_equal(sites, self._cache_sites):
+            value, grad = self._cache_result
+            return value, grad.copy()
+        energy, forces = self._compute(sites)
+        value = energy * EV_TO_KCAL_MOL
+        grad = -forces * EV_TO_KCAL_MOL
+        self._cache_sites = sites
+        self._cache_result = (value, grad)
+        return value, grad.copy()
+
+    def _compute(self, sites):
+        atoms = Atoms(symbols=self.symbols, positions=sites)
+        attempt = 0
+        extra = None
+        while True:
+            if self._calculator is None:
+                self._calculator = self._new_calculator(extra)
+            atoms.calc = self._calculator
+            t0 = time.time()
+            try:
+                energy = atoms.get_potential_energy()
+                forces = atoms.get_forces()
+                if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
+                    raise engines.EngineFailed("non-finite energy or forces")
+                return float(energy), np.array(forces)
+            except ENGINE_FAILURES as error:
+                attempt += 1
+                extra = self.module.safer_settings(attempt)
+                failed = self._calculator
+                self._calculator = None  # a fresh start, never a poisoned wavefunction
+                if extra is None:
+                    kept = self._keep_failed_input(atoms, failed, error)
+                    raise QRefineError(
+                        "%s %s calculation of the %s failed after %d retries (%s); "
+                        "its input is kept in %s" % (
+                            self.engine, self.method, self.label, attempt - 1,
+                            " ".join(str(error).split())[:200], kept))
+                self.retries += 1
+            finally:
+                self.calls += 1
+                self.seconds += time.time() - t0
+
+    def _keep_failed_input(self, atoms, calculator, error):
+        """Copy the failed calculation's files (or at least its geometry)."""
+        target = self.failed_dir or os.path.abspath("qrefine_failed")
+        os.makedirs(target, exist_ok=True)
+        atoms.write(os.path.join(target, "failed_geometry.xyz"))
+        with open(os.path.join(target, "failure.txt"), "w") as f:
+            f.write("engine: %s\nmethod: %s\ncharge: %d\nmultiplicity: %d\n"
+                    "part: %s\nerror: %s\n" % (self.engine, self.method, self.charge,
+                                                self.multiplicity, self.label, error))
+        workdir = getattr(calculator, "directory", None)
+        if workdir and os.path.isdir(workdir) and os.path.abspath(workdir) != os.getcwd():
+            shutil.copytree(workdir, os.path.join(target, "engine_files"), dirs_exist_ok=True)
+        return target
+
+    def timing(self):
+        return {"engine_calls": self.calls, "engine_requests": self.requests,
+                "engine_s": round(self.seconds, 3), "engine_retries": self.retries}

@@ -1,0 +1,155 @@
+"""Monotonic, validation-gated search for the data weight (Q|R #3 §2.1).
+
+Trial weights rise from small to large.  Every trial refines the same input
+model at one fixed weight and is then validated.  The search stops as soon as
+the bond or angle RMSD passes its limit, or a monitored geometry metric
+worsens beyond its tolerance relative to the previous trial: a larger weight
+only fits the data harder, so the geometry can only get worse from there.
+
+Only numbers cross this module's boundary: a ``run_trial(weight)`` callable
+returns the refined sites and a flat metrics dict (the validation keys).  The
+search never sees a model, a map or an engine.
+"""
+
+from dataclasses import dataclass, field
+import math
+import time
+
+# Geometry metrics watched between consecutive trials: name -> (direction,
+# tolerance).  direction +1: larger is better.  A trial is rejected when a
+# metric is worse than in the previous trial by more than its tolerance.
+MONITORED = {
+    "rama_favored": (+1, 1.0),      # percent
+    "rama_outliers": (-1, 0.5),     # percent
+    "rotamer_outliers": (-1, 1.0),  # percent
+    "cbeta_deviations": (-1, 0.0),  # count: any new deviation
+    "clashscore": (-1, 1.0),
+}
+
+
+def default_limits(resolution):
+    """(max bond RMSD in A, max angle RMSD in degrees) for a data resolution.
+
+    Tighter at low resolution, where the data cannot support deviations from
+    ideal geometry: d <= 2 A: 0.025/2.5; d <= 3 A: 0.02/2.0; worse: 0.015/1.8.
+    """
+    if resolution is None or resolution > 3.0:
+        return 0.015, 1.8
+    if resolution > 2.0:
+        return 0.02, 2.0
+    return 0.025, 2.5
+
+
+def default_max_r_gap(resolution):
+    """Largest acceptable R-free - R-work: 0.05 + 0.01 * d_min (0.09 at 4 A)."""
+    return 0.05 + 0.01 * (resolution if resolution is not None else 3.0)
+
+
+def geometric_grid(centre, factor=2.0, below=4, above=4):
+    """Weights centre * factor**k for k = -below .. above, ascending."""
+    return [centre * factor ** k for k in range(-below, above + 1)]
+
+
+@dataclass
+class Trial:
+    weight: float
+    metrics: dict
+    seconds: float
+    accepted: bool = True
+    reason: str = ""
+    sites: object = field(default=None, repr=False)
+
+    def as_dict(self):
+        return {"weight": self.weight, "accepted": self.accepted, "reason": self.reason,
+                "seconds": round(self.seconds, 3), "metrics": self.metrics}
+
+
+class WeightSearch:
+    """Run trials on ``weights`` (ascending) and pick the best accepted one.
+
+    ``kind``: "map" chooses the best CC_mask, "reflections" the lowest R-free
+    whose R-free - R-work gap is within ``max_r_gap``.
+    """
+
+    def __init__(self, weights, kind, max_bond_rmsd, max_angle_rmsd, max_r_gap=None,
+                 refine_bracket=True):
+        self.weights = sorted(weights)
+        self.kind = kind
+        self.max_bond_rmsd = max_bond_rmsd
+        self.max_angle_rmsd = max_angle_rmsd
+        self.max_r_gap = max_r_gap
+        self.refine_bracket = refine_bracket
+
+    def judge(self, metrics, previous):
+        """'' when a trial is acceptable, else the reason it is not."""
+        bond, angle = metrics.get("bond_rmsd"), metrics.get("angle_rmsd")
+        if bond is not None and bond > self.max_bond_rmsd:
+            return "bond RMSD %.4f > %.4f" % (bond, self.max_bond_rmsd)
+        if angle is not None and angle > self.max_angle_rmsd:
+            return "angle RMSD %.2f > %.2f" % (angle, self.max_angle_rmsd)
+        if previous is not None:
+            for name, (direction, tolerance) in MONITORED.items():
+                now, before = metrics.get(name), previous.get(name)
+                if now is None or before is None:
+                    continue
+                if direction * (before - now) > tolerance + 1e-9:
+                    return "%s worsened %.2f -> %.2f" % (name, before, now)
+        return ""
+
+    def _fit_key(self, metrics):
+        """Smaller is better."""
+        if self.kind == "map":
+            cc = metrics.get("cc_mask")
+            return -cc if cc is not None else math.inf
+        r_free = metrics.get("r_free")
+        return r_free if r_free is not None else math.inf
+
+    def _fit_ok(self, metrics):
+        if self.kind != "reflections" or self.max_r_gap is None:
+            return True
+        r_work, r_free = metrics.get("r_work"), metrics.get("r_free")
+        return r_work is None or r_free is None or r_free - r_work <= self.max_r_gap
+
+    def run(self, run_trial, done=(), on_trial=None):
+        """Return (chosen Trial or None, list of all Trials in order run).
+
+        ``done``: trials already finished (from a checkpoint), reused as they
+        are.  ``on_trial(trial, trials)`` is called after each new trial.
+        """
+        finished = {round(t.weight, 12): t for t in done}
+        trials = []
+
+        def trial_at(weight):
+            key = round(weight, 12)
+            if key in finished:
+                t = finished[key]
+            else:
+                t0 = time.time()
+                sites, metrics = run_trial(weight)
+                t = Trial(weight=weight, metrics=metrics, seconds=time.time() - t0, sites=sites)
+            trials.append(t)
+            return t
+
+        last_good = None
+        first_bad = None
+        for w in self.weights:
+            t = trial_at(w)
+            reason = self.judge(t.metrics, last_good.metrics if last_good else None)
+            t.accepted, t.reason = (reason == ""), reason
+            if on_trial is not None and round(w, 12) not in finished:
+                on_trial(t, trials)
+            if not t.accepted:
+                first_bad = t
+                break
+            last_good = t
+        if self.refine_bracket and last_good is not None and first_bad is not None:
+            w = math.sqrt(last_good.weight * first_bad.weight)
+            t = trial_at(w)
+            reason = self.judge(t.metrics, last_good.metrics)
+            t.accepted, t.reason = (reason == ""), reason
+            if on_trial is not None and round(w, 12) not in finished:
+                on_trial(t, trials)
+        accepted = [t for t in trials if t.accepted and self._fit_ok(t.metrics)]
+        if not accepted:
+            return None, trials
+        return min(accepted, key=lambda t: (self._fit_key(t.metrics), -t.weight)), trials
