@@ -28,6 +28,9 @@ setup(
         "console_scripts": [
             "qr.refine=qrefine.scripts.refine:main",
             "qr.setup=qrefine.scripts.setup_chem_data:main",
+            "qr.charges=qrefine.scripts.charges:main",
+            "qr.comparama=qrefine.scripts.comparama:main",
+            "qr.finalise=qrefine.scripts.finalise:main",
         ],
     },
     classifiers=[

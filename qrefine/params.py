@@ -173,7 +173,7 @@ def suggest(key, master=None):
     return leaf_to_path[hit[0]] if hit else None
 
 
-def parse(args, master_str=MASTER_PHIL_STR):
+def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
     """Split ``args`` into (params, files).
 
     ``files`` are the arguments that are neither ``key=value`` nor a parameter
@@ -187,7 +187,7 @@ def parse(args, master_str=MASTER_PHIL_STR):
             key, value = arg.split("=", 1)
             key = key.strip().lstrip("-")
             if not master.get(key).objects and not _leaf_matches(master, key):
-                raise QRefineError(_unknown(key, master))
+                raise QRefineError(_unknown(key, master, program))
             try:
                 sources.append(interpreter.process(arg="%s=%s" % (key, value)))
             except Sorry as e:
@@ -200,7 +200,7 @@ def parse(args, master_str=MASTER_PHIL_STR):
             for d in src.all_definitions():
                 path = d.path
                 if not master.get(path).objects:
-                    raise QRefineError("parameter file %s: %s" % (arg, _unknown(path, master)))
+                    raise QRefineError("parameter file %s: %s" % (arg, _unknown(path, master, program)))
             sources.append(src)
         else:
             files.append(arg)
@@ -220,12 +220,12 @@ def _leaf_matches(master, key):
                if p == key or p.endswith("." + key)) == 1
 
 
-def _unknown(key, master):
+def _unknown(key, master, program):
     hint = suggest(key, master)
     msg = "unknown parameter '%s'" % key
     if hint:
         msg += "; did you mean '%s'?" % hint
-    return msg + " (qr.refine --show-defaults lists all)"
+    return msg + " (%s --show-defaults lists all)" % program
 
 
 def show_defaults(master_str=MASTER_PHIL_STR, out=None):

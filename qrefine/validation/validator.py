@@ -198,6 +198,14 @@ def _rotamer_outliers(hierarchy, result):
         result.notes.append("rotamer outliers: no residues with rotamers")
 
 
+def rama_z_scores(model):
+    """{whole, helix, sheet, loop: Rama-Z or None} of an mmtbx.model.manager,
+    with the reference table cached across calls."""
+    result = ValidationResult()
+    _rama_z(model, result)
+    return {p: getattr(result, "rama_z_" + p) for p in ("whole", "helix", "sheet", "loop")}
+
+
 def _rama_z(model, result):
     with _swapped(rama_z, "easy_pickle", _CachedPickle(_rama_z_db())):
         rz = rama_z.rama_z(models=[model], log=null_out())

@@ -1,0 +1,71 @@
+"""The monotonic weight search on synthetic trial outcomes."""
+
+import pytest
+
+from qrefine.weights.search import (WeightSearch, default_limits, default_max_r_gap,
+                                    geometric_grid)
+
+
+def fake_trials(table):
+    """run_trial from a {weight: metrics} table; records the weights asked for."""
+    asked = []
+
+    def run_trial(weight):
+        asked.append(weight)
+        nearest = min(table, key=lambda w: abs(w - weight))
+        return None, dict(table[nearest])
+    return run_trial, asked
+
+
+def map_metrics(bond, fav, cc, clash=1.0):
+    return {"bond_rmsd": bond, "angle_rmsd": 1.0, "rama_favored": fav, "rama_outliers": 0.0,
+            "rotamer_outliers": 1.0, "cbeta_deviations": 0, "clashscore": clash, "cc_mask": cc}
+
+
+def test_stops_at_bond_limit_and_picks_best_fit():
+    table = {1: map_metrics(0.005, 97, 0.60), 2: map_metrics(0.008, 97, 0.65),
+             4: map_metrics(0.030, 97, 0.70), 8: map_metrics(0.05, 90, 0.72)}
+    run_trial, asked = fake_trials(table)
+    chosen, trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0,
+                                  refine_bracket=False).run(run_trial)
+    assert asked == [1, 2, 4]            # nothing after the first rejected trial
+    assert [t.accepted for t in trials] == [True, True, False]
+    assert "bond RMSD" in trials[-1].reason
+    assert chosen.weight == 2
+
+
+def test_worsening_metric_stops_and_bracket_is_refined():
+    table = {1: map_metrics(0.005, 97, 0.60), 2: map_metrics(0.006, 97, 0.63),
+             2 ** 1.5: map_metrics(0.007, 96.5, 0.64), 4: map_metrics(0.008, 94, 0.66)}
+    run_trial, asked = fake_trials(table)
+    chosen, trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0).run(run_trial)
+    assert asked[:3] == [1, 2, 4] and asked[3] == pytest.approx(2 ** 1.5)
+    assert "rama_favored worsened" in trials[2].reason
+    assert chosen.weight == pytest.approx(2 ** 1.5)  # accepted, better CC than w=2
+
+
+def test_xray_picks_lowest_r_free_within_gap():
+    def m(rw, rf, bond=0.005):
+        return {"bond_rmsd": bond, "angle_rmsd": 1.0, "r_work": rw, "r_free": rf}
+    table = {1: m(0.20, 0.25), 2: m(0.15, 0.22), 4: m(0.08, 0.21), 8: m(0.05, 0.30, 0.03)}
+    run_trial, _ = fake_trials(table)
+    chosen, _ = WeightSearch([1, 2, 4, 8], "reflections", 0.02, 2.0, max_r_gap=0.1,
+                             refine_bracket=False).run(run_trial)
+    assert chosen.weight == 2            # w=4 has the lowest R-free but a gap of 0.13
+
+
+def test_finished_trials_are_not_rerun():
+    table = {1: map_metrics(0.005, 97, 0.60), 2: map_metrics(0.008, 97, 0.65),
+             4: map_metrics(0.030, 97, 0.70)}
+    run_trial, asked = fake_trials(table)
+    first, trials = WeightSearch([1, 2, 4], "map", 0.02, 2.0, refine_bracket=False).run(run_trial)
+    run_trial2, asked2 = fake_trials(table)
+    again, _ = WeightSearch([1, 2, 4], "map", 0.02, 2.0, refine_bracket=False).run(
+        run_trial2, done=trials[:2])
+    assert asked2 == [4] and again.weight == first.weight
+
+
+def test_defaults():
+    assert geometric_grid(10, 2, 2, 1) == [2.5, 5, 10, 20]
+    assert default_limits(4.0) == (0.015, 1.8) and default_limits(1.5) == (0.025, 2.5)
+    assert default_max_r_gap(4.0) == pytest.approx(0.09)
