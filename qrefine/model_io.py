@@ -39,7 +39,7 @@ def read_restraint_cifs(paths):
 
 
 def read_model(path, restraint_cifs=(), use_neutron_distances=False,
-               make_restraints=True):
+               make_restraints=True, ramachandran_restraints=False):
     """Read and, by default, process a model with cctbx geometry restraints.
 
     ``make_restraints=False`` skips restraint generation (for validation of
@@ -67,14 +67,19 @@ def read_model(path, restraint_cifs=(), use_neutron_distances=False,
     if model.get_number_of_atoms() == 0:
         raise QRefineError("model file %s contains no atoms" % path)
     if make_restraints:
-        process(model, path, use_neutron_distances)
+        process(model, path, use_neutron_distances, ramachandran_restraints)
     return model
 
 
-def process(model, path, use_neutron_distances=False):
-    """Build cctbx geometry restraints; a residue without them is an error."""
+def process(model, path, use_neutron_distances=False, ramachandran_restraints=False):
+    """Build cctbx geometry restraints; a residue without them is an error.
+
+    ``ramachandran_restraints`` adds cctbx's Top8000-based (phi, psi)
+    restraints, as phenix.real_space_refine does by default.
+    """
     p = mmtbx.model.manager.get_default_pdb_interpretation_params()
     p.pdb_interpretation.use_neutron_distances = use_neutron_distances
+    p.pdb_interpretation.ramachandran_plot_restraints.enabled = bool(ramachandran_restraints)
     # Keep going on a few long bonds: deposited models often have them, and the
     # minimiser repairs them.  Unknown residues stay fatal.
     p.pdb_interpretation.flip_symmetric_amino_acids = False

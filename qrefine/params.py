@@ -53,6 +53,9 @@ restraints_cif = None
   .type = path
   .multiple = True
   .help = "Restraint dictionaries (CIF) for ligands unknown to the monomer library."
+ramachandran_restraints = None
+  .type = bool
+  .help = "cctbx (phi, psi) restraints from Top8000 (restraints=cctbx only); None: on with a map (as phenix.real_space_refine), off with reflections or no data."
 use_neutron_distances = False
   .type = bool
   .help = "Use nuclear X-H distances in library restraints (for models built that way)."

@@ -92,8 +92,18 @@ def run(params, files, paths, reporter, argv=()):
 
     t = time.time()
     chem = chem_data.activate(params.chem_data)
+    rama = params.ramachandran_restraints
+    if rama is None:
+        rama = params.restraints == "cctbx" and data_kind == "map"
+    elif rama and params.restraints != "cctbx":
+        raise QRefineError("ramachandran_restraints=true is for restraints=cctbx; QM restraints "
+                           "need no (phi, psi) restraints")
     model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
-                                use_neutron_distances=params.use_neutron_distances)
+                                use_neutron_distances=params.use_neutron_distances,
+                                ramachandran_restraints=rama)
+    if rama:
+        notes.append("cctbx Ramachandran restraints on (ramachandran_restraints=false "
+                     "switches them off)")
     reporter.info("model: %s (%d atoms, %d H)" % (
         model_path, model.get_number_of_atoms(), int(model_io.hydrogen_mask(model).sum())))
     reporter.info("chemistry data: %s" % chem)
