@@ -22,6 +22,9 @@ setup(
         "mrcfile",
         "matplotlib",
         "xtb",
+        # In-process ab initio engine (engine=pyscf) and its D3 dispersion.
+        "pyscf",
+        "dftd3",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={

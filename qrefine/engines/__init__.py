@@ -11,6 +11,8 @@ a missing program never breaks the others.  An engine module provides:
                     ``energy`` (eV) and ``forces`` (eV/A) for ASE ``Atoms``.
 ``safer_settings(attempt)`` -> dict of options for retry ``attempt`` (1, 2, ...)
                     after a failed SCF, or None when there is nothing left to try.
+``canonical_method(name)`` (optional) -> canonical method name, for engines
+                    whose methods are open-ended (PySCF: any libxc functional).
 
 Errors: a missing program or library raises :class:`EngineUnavailable`; a
 calculation that ran and failed raises :class:`EngineFailed` (or ASE's
@@ -56,6 +58,10 @@ def resolve_method(module, method):
     """Canonical method name for ``module`` (its default when ``method`` is None)."""
     if method is None:
         return module.METHODS[0]
+    # Engines that accept open-ended method names (any libxc functional, say)
+    # provide canonical_method(); it raises QRefineError for a bad name.
+    if hasattr(module, "canonical_method"):
+        return module.canonical_method(method)
     for m in module.METHODS:
         if m.lower() == method.lower():
             return m

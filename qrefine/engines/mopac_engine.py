@@ -1,0 +1,363 @@
+"""MOPAC engine: semi-empirical energies and gradients (PM7, PM6-D3H4, ...).
+
+Runs the ``mopac`` program through ASE's MOPAC calculator, one
+``1SCF GRADIENTS`` job per call, in a work directory.  The program comes
+from ``$ASE_MOPAC_COMMAND`` (an ASE-style command line, ``PREFIX`` is the job
+name) or from ``mopac`` on ``PATH`` (Debian/Ubuntu: ``apt-get install mopac``,
+MOPAC 22).
+
+Energies are MOPAC's heat of formation (eV; a constant offset from the total
+energy) and forces its analytic Cartesian gradients, both read at full
+precision from the ``.aux`` file (the ``.out`` file prints them rounded).
+
+Warm start: each job writes its final density (``DENOUT``) and the next job
+of the same calculator on the same atoms starts from it (``OLDENS``) when no
+atom moved more than ``warm_start_max_shift`` (0.01 A) since; after larger
+moves MOPAC's own initial guess converges faster.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import weakref
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.mopac import MOPAC
+from ase.units import kcal, mol
+
+from qrefine.engines import EngineFailed, EngineUnavailable
+from qrefine.errors import QRefineError
+
+NAME = "mopac"
+METHODS = ("PM7", "PM6", "PM6-D3H4", "PM6-D3H4X", "PM6-D3", "PM6-DH+", "PM6-DH2",
+           "PM6-DH2X", "PM3", "AM1", "RM1", "MNDO", "MNDOD")
+
+INSTALL_HINT = ("apt-get install mopac (MOPAC 22), or set $ASE_MOPAC_COMMAND "
+                "to a MOPAC command line")
+
+# SCF criterion: RELSCF multiplies MOPAC's default (1e-4 kcal/mol) criterion.
+DEFAULT_RELSCF = 0.0001
+
+_SPIN_KEYWORDS = {1: "SINGLET", 2: "DOUBLET", 3: "TRIPLET", 4: "QUARTET",
+                  5: "QUINTET", 6: "SEXTET", 7: "SEPTET", 8: "OCTET", 9: "NONET"}
+
+# Options make_calculator() accepts besides method/charge/multiplicity/workdir.
+OPTIONS = ("keywords", "scf_keywords", "relscf", "itry", "warm_start",
+           "warm_start_max_shift", "nthreads", "command", "label")
+
+# OLDENS pays only for small moves: on the 94-atom 1us0 helix (PM7) a restart
+# from the previous density cuts MOPAC's time by a third when no atom moved
+# more than 0.01 A, and costs 60 % more than a fresh guess beyond 0.02 A.
+DEFAULT_WARM_START_MAX_SHIFT = 0.01
+
+_JOB = "job"
+
+
+def _command():
+    """The MOPAC command line (a string with PREFIX) or None."""
+    env = os.environ.get("ASE_MOPAC_COMMAND")
+    if env:
+        return env
+    for name in ("mopac", "MOPAC2016.exe", "mopac2016"):
+        path = shutil.which(name)
+        if path:
+            return "%s PREFIX.mop" % shlex.quote(path)
+    return None
+
+
+def availability():
+    """(True, where) when a MOPAC program is found, else (False, what to install)."""
+    cmd = _command()
+    if cmd is None:
+        return False, "MOPAC not found: " + INSTALL_HINT
+    return True, "MOPAC command: %s" % cmd
+
+
+def resolve_method(method):
+    """Canonical MOPAC Hamiltonian name (default PM7)."""
+    if method is None:
+        return METHODS[0]
+    for m in METHODS:
+        if m.lower() == str(method).strip().lower():
+            return m
+    raise QRefineError("engine mopac has no method '%s'; choose one of: %s"
+                       % (method, ", ".join(METHODS)))
+
+
+def spin_keywords(numbers, charge, multiplicity):
+    """MOPAC keywords for ``multiplicity``; a clear error when it cannot be."""
+    multiplicity = int(multiplicity)
+    if multiplicity not in _SPIN_KEYWORDS:
+        raise QRefineError("MOPAC multiplicity must be 1..9, not %d" % multiplicity)
+    # Core electrons are paired for every element, so the parity of
+    # sum(Z) - charge is that of MOPAC's valence electrons.
+    n_electrons = int(np.sum(numbers)) - int(charge)
+    if n_electrons % 2 == multiplicity % 2:
+        raise QRefineError(
+            "%d electrons (charge %d) cannot have multiplicity %d; check the "
+            "charge, the protonation or the multiplicity"
+            % (n_electrons, int(charge), multiplicity))
+    if multiplicity == 1:
+        return []
+    return [_SPIN_KEYWORDS[multiplicity], "UHF"]
+
+
+def safer_settings(attempt):
+    """Options for retry ``attempt`` after a failed SCF; None when none are left.
+
+    1: level shift (SHIFT=) and Pulay's converger, more iterations;
+    2: the Camp-King converger, starting afresh (no old density).
+    """
+    if attempt == 1:
+        return {"scf_keywords": "SHIFT=20 PULAY", "itry": 5000}
+    if attempt == 2:
+        return {"scf_keywords": "CAMP", "itry": 5000, "warm_start": False}
+    return None
+
+
+def make_calculator(method=None, charge=0, multiplicity=1, workdir=None, **options):
+    """An ASE calculator running MOPAC ``method`` (default PM7).
+
+    Options: ``keywords`` (extra MOPAC keywords, a string), ``scf_keywords``
+    (SCF aids, see :func:`safer_settings`), ``relscf`` (SCF criterion factor,
+    default 1e-4), ``itry`` (maximum SCF iterations), ``warm_start``
+    (default True), ``warm_start_max_shift`` (A, default 0.01), ``nthreads``,
+    ``command`` (overrides the MOPAC command).
+    Files go in ``workdir``; without one, a temporary directory removed when
+    the calculator is freed (kept when a calculation failed).
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise QRefineError("unknown MOPAC option(s) %s; known: %s"
+                           % (", ".join(unknown), ", ".join(OPTIONS)))
+    command = options.pop("command", None) or _command()
+    if command is None:
+        raise EngineUnavailable("MOPAC not found: " + INSTALL_HINT)
+    return MopacCalculator(method=resolve_method(method), charge=charge,
+                           multiplicity=multiplicity, workdir=workdir,
+                           command=command, **options)
+
+
+def _remove_tree(path, state):
+    if not state["keep"]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class MopacCalculator(MOPAC):
+    """ASE's MOPAC calculator with qrefine's keywords, errors and warm start.
+
+    ``n_calls`` counts MOPAC jobs, ``n_warm`` those started from the previous
+    density, ``scf_cycles`` lists the SCF iterations of each successful job;
+    ``last_input`` names the latest input file.
+    """
+
+    implemented_properties = ["energy", "forces", "free_energy", "dipole", "magmom"]
+
+    def __init__(self, method="PM7", charge=0, multiplicity=1, workdir=None,
+                 command=None, keywords="", scf_keywords="", relscf=DEFAULT_RELSCF,
+                 itry=None, warm_start=True,
+                 warm_start_max_shift=DEFAULT_WARM_START_MAX_SHIFT, nthreads=None,
+                 label=_JOB):
+        self._cleanup_state = {"keep": False}
+        if workdir is None:
+            workdir = tempfile.mkdtemp(prefix="qrefine-mopac-")
+            weakref.finalize(self, _remove_tree, workdir, self._cleanup_state)
+        else:
+            os.makedirs(workdir, exist_ok=True)
+        self.workdir = os.path.abspath(workdir)
+        MOPAC.__init__(self, label=os.path.join(self.workdir, label),
+                       command=command, method=method, task="1SCF GRADIENTS",
+                       charge=int(charge), relscf=relscf)
+        self.mopac_command = command
+        self.multiplicity = int(multiplicity)
+        self.keywords = " ".join(str(keywords or "").split())
+        self.scf_keywords = " ".join(str(scf_keywords or "").split())
+        self.itry = itry
+        self.warm_start = bool(warm_start)
+        self.warm_start_max_shift = float(warm_start_max_shift)
+        self.nthreads = nthreads
+        self.n_calls = 0
+        self.n_warm = 0
+        self.scf_cycles = []
+        self._density_for = None   # (numbers, positions) of the saved density
+
+    # -- the job -----------------------------------------------------------
+    def keyword_line(self, atoms, warm):
+        p = self.parameters
+        # PL prints one line per SCF iteration (counted in scf_cycles).
+        words = [p.method, "1SCF", "GRADIENTS", "AUX(PRECISION=9)", "PL"]
+        if p.charge:
+            words.append("CHARGE=%d" % p.charge)
+        words += spin_keywords(atoms.numbers, p.charge, self.multiplicity)
+        if p.relscf:
+            words.append("RELSCF=%g" % p.relscf)
+        if self.itry:
+            words.append("ITRY=%d" % int(self.itry))
+        if self.nthreads:
+            words.append("THREADS=%d" % int(self.nthreads))
+        if self.warm_start:
+            words.append("DENOUT")
+            if warm:
+                words.append("OLDENS")
+        if self.scf_keywords:
+            words.append(self.scf_keywords)
+        if self.keywords:
+            words.append(self.keywords)
+        return " ".join(words)
+
+    def write_input(self, atoms, properties=None, system_changes=None, warm=False):
+        os.makedirs(self.directory, exist_ok=True)
+        lines = [self.keyword_line(atoms, warm), "qrefine %s job" % self.parameters.method, ""]
+        for symbol, xyz in zip(atoms.get_chemical_symbols(), atoms.positions):
+            lines.append(" %-2s %.10f 1 %.10f 1 %.10f 1" % (symbol, xyz[0], xyz[1], xyz[2]))
+        with open(self.label + ".mop", "w") as fd:
+            fd.write("\n".join(lines) + "\n")
+
+    def execute(self):
+        command = self.mopac_command.replace("PREFIX", self.prefix)
+        if "PREFIX" not in self.mopac_command and "%s.mop" % self.prefix not in command:
+            command += " %s.mop" % self.prefix
+        env = dict(os.environ)
+        if self.nthreads:
+            env["OMP_NUM_THREADS"] = str(int(self.nthreads))
+        with open(os.path.join(self.directory, self.prefix + ".stdout"), "w") as log:
+            try:
+                rc = subprocess.call(command, shell=True, cwd=self.directory,
+                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+            except OSError as e:
+                raise self._failure("could not run '%s': %s" % (command, e))
+        if rc != 0:
+            raise self._failure("'%s' exited with status %d" % (command, rc))
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        self.results = {}
+        # Calculator.calculate copies the atoms; FileIOCalculator's would also
+        # write, execute and read, which we do ourselves below.
+        Calculator.calculate(self, atoms, properties, system_changes)
+        numbers = tuple(int(z) for z in self.atoms.numbers)
+        positions = self.atoms.positions.copy()
+        warm = self._can_restart(numbers, positions)
+        self._density_for = None
+        for ext in (".out", ".aux", ".arc"):
+            if os.path.exists(self.label + ext):
+                os.remove(self.label + ext)
+        self.write_input(self.atoms, properties, system_changes, warm=warm)
+        self.n_calls += 1
+        self.n_warm += int(warm)
+        self.execute()
+        try:
+            self.read_results()
+        except EngineFailed:
+            raise
+        except Exception as e:  # ASE's reader: ReadError, KeyError, ValueError, ...
+            raise self._failure("unreadable output (%s: %s)" % (type(e).__name__, e))
+        if self.warm_start:
+            self._density_for = (numbers, positions)
+
+    def _can_restart(self, numbers, positions):
+        if not self.warm_start or self._density_for is None:
+            return False
+        old_numbers, old_positions = self._density_for
+        if old_numbers != numbers or not os.path.isfile(self.label + ".den"):
+            return False
+        shift = np.max(np.linalg.norm(positions - old_positions, axis=1))
+        return shift <= self.warm_start_max_shift
+
+    # -- results -------------------------------------------------------------
+    def read_results(self):
+        out = self.label + ".out"
+        if not os.path.isfile(out):
+            raise self._failure("no output file %s" % os.path.basename(out))
+        with open(out, errors="replace") as fd:
+            text = fd.read()
+        problems = _errors_in(text)
+        if problems:
+            raise self._failure("; ".join(problems))
+        self.scf_cycles.append(len(re.findall(r"^\s*ITERATION\s+\d+", text, re.M)))
+        MOPAC.read_results(self)
+        aux = _read_aux(self.label + ".aux")
+        natoms = len(self.atoms)
+        if "energy" in aux:
+            self.results["energy"] = aux["energy"]
+            self.results["free_energy"] = aux["energy"]
+        if "gradients" in aux and aux["gradients"].size == 3 * natoms:
+            self.results["forces"] = -aux["gradients"].reshape(natoms, 3) * kcal / mol
+        forces = self.results.get("forces")
+        if forces is None or forces.shape != (natoms, 3):
+            raise self._failure("no gradients in the output")
+        if not (np.isfinite(self.results["energy"]) and np.all(np.isfinite(forces))):
+            raise self._failure("non-finite energy or gradient")
+
+    def _failure(self, why):
+        self._cleanup_state["keep"] = True
+        return EngineFailed("MOPAC %s failed in %s (input %s.mop): %s"
+                            % (self.parameters.method, self.directory, self.prefix, why))
+
+    @property
+    def last_input(self):
+        return self.label + ".mop"
+
+
+_AUX_NUMBER = r"[-+]?\d*\.?\d+(?:[DEde][-+]?\d+)?"
+
+
+def _read_aux(path):
+    """Heat of formation (eV) and gradients (kcal/mol/A) from a MOPAC .aux file."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, errors="replace") as fd:
+        text = fd.read()
+    found = {}
+    m = re.search(r"HEAT_OF_FORMATION:KCAL/MOL=(%s)" % _AUX_NUMBER, text)
+    if m:
+        found["energy"] = _aux_float(m.group(1)) * kcal / mol
+    m = re.search(r"GRADIENTS:KCAL/MOL/ANGSTROM\[(\d+)\]=\s*", text)
+    if m:
+        n = int(m.group(1))
+        values = re.findall(_AUX_NUMBER, text[m.end():])[:n]
+        if len(values) == n:
+            found["gradients"] = np.array([_aux_float(v) for v in values])
+    return found
+
+
+def _aux_float(s):
+    return float(s.replace("D", "E").replace("d", "e"))
+
+
+def _errors_in(text):
+    """MOPAC's reasons for a failed or untrustworthy job, from its .out text."""
+    problems = []
+    if "UNABLE TO ACHIEVE SELF-CONSISTENCE" in text:
+        problems.append("SCF did not converge (UNABLE TO ACHIEVE SELF-CONSISTENCE)")
+    m = re.search(r"UNRECOGNIZED KEY-WORDS:\s*\(([^)]*)\)", text)
+    if m:
+        problems.append("unrecognized keywords: %s" % m.group(1).strip())
+    m = re.search(r"SCF CALCULATIONS\s*=\s*(\d+)", text)
+    if m and int(m.group(1)) == 0:
+        problems.append("no SCF was completed")
+    if "FINAL HEAT OF FORMATION" not in text and not problems:
+        problems += _termination_messages(text) or ["the job stopped before the final energy"]
+    return problems
+
+
+def _termination_messages(text):
+    """The lines of MOPAC's 'Error and normal termination messages' box."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "Error and normal termination messages" in line:
+            break
+    else:
+        return []
+    messages = []
+    for line in lines[i + 1:]:
+        body = line.strip()
+        if not body.startswith("*") or set(body) == {"*"}:
+            break
+        body = body.strip("* ").strip()
+        if body and body != "JOB ENDED NORMALLY":
+            messages.append(body)
+    return messages
