@@ -112,7 +112,7 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
         w0, factor=params.weights.grid_factor, below=params.weights.grid_below,
         above=params.weights.grid_above)
     max_bond, max_angle = default_limits(params.resolution if data.kind == "map"
-                                         else _d_min(data))
+                                         else _d_min(data), params.restraints)
     if params.weights.max_bond_rmsd is not None:
         max_bond = params.weights.max_bond_rmsd
     if params.weights.max_angle_rmsd is not None:

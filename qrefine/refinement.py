@@ -81,6 +81,12 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
         if reporter is not None:
             reporter.end_progress()
             reporter.info("  " + _format_cycle(record, label))
+        if result.converged and result.iterations <= 1 and cycle < macro_cycles:
+            # Nothing moved: more cycles at this weight would repeat this one.
+            if reporter is not None:
+                reporter.info("  converged at the start of the cycle; remaining macro "
+                              "cycles skipped")
+            break
     return sites, records
 
 

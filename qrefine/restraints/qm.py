@@ -1,9 +1,12 @@
 """Quantum-chemical restraints: the energy and gradient of the whole model
 from an engine (an ASE calculator), as a RestraintSource.
 
-Units: the value is the electronic energy in kcal/mol and the gradient is in
-kcal/mol/A, so logs and weights read in chemists' units.  The data weight is
-a gradient-norm ratio, so the choice of units does not change the refinement.
+Units: the value is the electronic energy in kcal/mol, relative to the first
+energy computed in the run, and the gradient is in kcal/mol/A, so logs and
+weights read in chemists' units.  The offset keeps the target near zero:
+L-BFGS's convergence test is relative to the target's magnitude, and a total
+energy of -10^5 kcal/mol would stop it 1 kcal/mol short.  The data weight is a
+gradient-norm ratio, so neither units nor offset change the refinement.
 
 Identical coordinates are never computed twice in a row (L-BFGS and the
 weight estimate both ask for the same point), and the calculator object is
@@ -64,6 +67,7 @@ class QMRestraints:
         self._calculator = None
         self._cache_sites = None
         self._cache_result = None
+        self.reference_energy = None  # eV; the first energy computed
 
     def _new_calculator(self, extra=None):
         options = dict(self.options)
@@ -78,7 +82,9 @@ class QMRestraints:
             value, grad = self._cache_result
             return value, grad.copy()
         energy, forces = self._compute(sites)
-        value = energy * EV_TO_KCAL_MOL
+        if self.reference_energy is None:
+            self.reference_energy = energy
+        value = (energy - self.reference_energy) * EV_TO_KCAL_MOL
         grad = -forces * EV_TO_KCAL_MOL
         self._cache_sites = sites
         self._cache_result = (value, grad)
