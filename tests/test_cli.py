@@ -141,3 +141,27 @@ def test_output_never_overwrites_input(tmp_path, capsys, helix):
     assert_one_line_error(code, err, "overwrite an input")
     assert model.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m_refined.pdb"]
+
+
+def test_qm_refuses_a_model_without_hydrogens(tmp_path, capsys, structures):
+    model = os.path.join(structures, "xray/1us0_helix/a87_99.pdb")
+    out = tmp_path / "out"
+    code, _, err = run_cli([model, "restraints=qm", "engine=xtb", "mode=opt",
+                            "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "a87_99.pdb", "qr.finalise")
+    assert not os.listdir(out)
+
+
+def test_qm_names_a_residue_with_missing_hydrogens(tmp_path, capsys, structures):
+    lines = open(os.path.join(structures, "xray/1us0_helix/a87_99_h.pdb")).read().splitlines()
+    # drop the amide H of residue 93
+    kept = [l for l in lines if not (l.startswith("ATOM") and l[12:16].strip() == "H"
+                                     and l[22:26].strip() == "93")]
+    assert len(kept) == len(lines) - 1
+    model = tmp_path / "noh.pdb"
+    model.write_text("\n".join(kept) + "\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(model), "restraints=qm", "engine=xtb", "mode=opt",
+                            "use_neutron_distances=true", "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "noh.pdb", "93", "qr.finalise")
+    assert not os.listdir(out)

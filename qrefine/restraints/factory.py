@@ -11,21 +11,19 @@ QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis")
 
 
 def require_hydrogens(model, path):
-    """QM needs every H: refuse a model (or residue) without any."""
+    """QM needs every H the monomer library expects (with the protonation
+    states the model's own H imply): refuse a model that lacks any."""
+    from qrefine.finalise import missing_hydrogens
     hd = model.get_hd_selection()
     if hd.count(True) == 0:
         raise QRefineError("model %s has no hydrogen atoms; QM restraints need a complete "
                            "model: run qr.finalise %s first" % (path, path))
-    for rg in model.get_hierarchy().residue_groups():
-        for ag in rg.atom_groups():
-            if ag.resname.strip() in ("HOH", "WAT", "DOD"):
-                continue
-            elements = [a.element.strip().upper() for a in ag.atoms()]
-            if len(elements) > 1 and not any(e in ("H", "D") for e in elements):
-                raise QRefineError("residue %s %s%s in %s has no hydrogen atoms; QM restraints "
-                                   "need a complete model: run qr.finalise %s first" % (
-                                       ag.resname.strip(), rg.parent().id.strip(),
-                                       rg.resid().strip(), path, path))
+    missing = missing_hydrogens(model)
+    if missing:
+        label, names = missing[0]
+        raise QRefineError("model %s lacks hydrogens in %d residue(s), first %s (%s); QM "
+                           "restraints need a complete model: run qr.finalise %s first" % (
+                               path, len(missing), label, " ".join(names[:4]), path))
 
 
 def engine_options(module, qm_params):

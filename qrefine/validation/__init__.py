@@ -5,6 +5,6 @@
 """
 
 from qrefine.validation.result import ValidationResult
-from qrefine.validation.validator import validate
+from qrefine.validation.validator import clashscore, validate
 
-__all__ = ["validate", "ValidationResult"]
+__all__ = ["validate", "clashscore", "ValidationResult"]

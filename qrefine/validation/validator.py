@@ -223,6 +223,11 @@ def _rama_z(model, result):
 
 # --- clashscore -------------------------------------------------------------
 
+def clashscore(model):
+    """Clashscore alone (None without H), for callers that need no other metric."""
+    return _clashscore(model, [])
+
+
 def _clashscore(model, notes):
     """MolProbity clashscore (clashes >= 0.4 A per 1000 atoms) via probe2.
 

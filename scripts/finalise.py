@@ -1,0 +1,159 @@
+"""qr.finalise: make a model atom-complete (all H, full side chains, termini)
+for quantum refinement."""
+
+import os
+import sys
+
+HELP = """\
+usage: qr.finalise model.pdb [params.eff] [key=value ...]
+
+Prepare a model for qr.refine restraints=qm: keep the most occupied altloc
+(occupancy 1), rebuild truncated side chains, charge chain ends (NH3+, COO-)
+and cap chain breaks (neutral NH2, COOH), add every hydrogen with protonation
+states at neutral pH, and regularise the added atoms if they clash.  Input
+heavy atoms never move.  Refuses nucleic acids, ligands without restraints
+and residues with missing backbone atoms.
+
+Examples:
+  qr.finalise model.pdb
+  qr.finalise model.pdb selection="chain A"
+  qr.finalise model.pdb "finalise.protonation=HIS A 57 = HIP" restraints_cif=lig.cif
+
+Parameters (all of them: qr.finalise --show-defaults):
+  selection=<sel>                cctbx atom selection to finalise
+  finalise.protonation=<spec>    'RESNAME CHAIN RESSEQ = STATE' (repeatable);
+                                 HIE HID HIP ASP ASH GLU GLH LYS LYN CYS CYM TYR TYM
+  finalise.termini=charged|neutral        chain ends (default charged)
+  finalise.chain_breaks=neutral|charged   ends at gaps (default neutral)
+  restraints_cif=<file>          restraints for ligands (repeatable)
+  chem_data=<dir>                cctbx chemistry data
+  output.prefix=<name>           default: model name
+  output.dir=<dir>               default: current directory
+
+Outputs: <prefix>_complete.pdb, <prefix>_complete.cif, <prefix>_finalise.log.
+
+options: --help, --show-defaults, --version
+"""
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(HELP)
+        return 0
+    if argv[0] == "--version":
+        from qrefine import __version__
+        sys.stdout.write("qrefine %s\n" % __version__)
+        return 0
+    from qrefine import params as params_mod
+    from qrefine.finalise.params import MASTER_PHIL_STR
+    if argv[0] in ("--show-defaults", "--show_defaults"):
+        sys.stdout.write(params_mod.show_defaults(MASTER_PHIL_STR))
+        return 0
+    from qrefine.errors import QRefineError
+    from qrefine.log import Reporter, header_lines
+    reporter = None
+    paths = None
+    try:
+        params, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.finalise")
+        model_path = _model_path(files)
+        if params.keep_altlocs:
+            raise QRefineError("keep_altlocs=true is not supported yet; qr.finalise keeps the "
+                               "most occupied conformer of each residue")
+        from qrefine.finalise.outputs import FinalisePaths
+        paths = FinalisePaths.for_run(model_path, params.output.prefix, params.output.dir,
+                                      inputs=files + list(params.restraints_cif or []))
+        paths.prepare_directory()
+        partial_log = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".partial")
+        reporter = Reporter(log_path=partial_log)
+        for line in header_lines("qr.finalise", argv):
+            reporter.info(line)
+        _run(params, model_path, paths, reporter)
+        reporter.close()
+        os.replace(partial_log, paths.log)
+        return 0
+    except QRefineError as e:
+        _abandon(reporter)
+        sys.stderr.write("qr.finalise: error: %s\n" % e)
+        return 1
+    except KeyboardInterrupt:
+        _abandon(reporter)
+        sys.stderr.write("qr.finalise: interrupted; no outputs written\n")
+        return 130
+    except Exception as e:  # a bug, not bad input: keep the evidence
+        crash_log = _keep_crash_log(reporter, paths)
+        sys.stderr.write("qr.finalise: internal error: %s: %s%s\n" % (
+            type(e).__name__, " ".join(str(e).split())[:300],
+            "; traceback in %s" % crash_log if crash_log else ""))
+        return 2
+
+
+def _model_path(files):
+    from qrefine.errors import QRefineError
+    unknown_flags = [f for f in files if f.startswith("-")]
+    if unknown_flags:
+        raise QRefineError("unknown option %s (qr.finalise --help)" % unknown_flags[0])
+    if len(files) != 1:
+        raise QRefineError("give exactly one model file (got %s); usage: qr.finalise model.pdb "
+                           "key=value ..." % (", ".join(files) or "none"))
+    return files[0]
+
+
+def _run(params, model_path, paths, reporter):
+    import time
+    from qrefine import chem_data, model_io
+    from qrefine.finalise import FinaliseOptions, finalise, select
+    from qrefine.outputs import write_model
+    t0 = time.time()
+    model_io.check_readable(model_path, "model")
+    chem = chem_data.activate(params.chem_data)
+    model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
+                                make_restraints=False)
+    reporter.info("model: %s (%d atoms, %d H); chemistry data: %s" % (
+        model_path, model.get_number_of_atoms(), _n_hydrogens(model),
+        chem))
+    model = select(model, params.selection, model_path)
+    if params.selection:
+        reporter.info("selection %r: %d atoms" % (params.selection, model.get_number_of_atoms()))
+    options = FinaliseOptions(
+        protonation=tuple(params.finalise.protonation or ()),
+        termini_charged=params.finalise.termini == "charged",
+        breaks_charged=params.finalise.chain_breaks == "charged")
+    result = finalise(model, options, source=model_path, reporter=reporter)
+    for line in result.log_lines():
+        reporter.info(line)
+    notes = write_model(result.model, paths.pdb, paths.cif)
+    for note in notes:
+        reporter.info("note: " + note)
+    written = [paths.cif] + ([paths.pdb] if os.path.exists(paths.pdb) and not notes else [])
+    reporter.info("wrote %s (%.1f s)" % (", ".join(written), time.time() - t0))
+
+
+def _n_hydrogens(model):
+    return sum(1 for a in model.get_hierarchy().atoms() if a.element_is_hydrogen())
+
+
+def _keep_crash_log(reporter, paths):
+    import traceback
+    if reporter is None or not reporter.log_path or paths is None:
+        return None
+    reporter.quiet = True
+    reporter.info(traceback.format_exc())
+    partial = reporter.log_path
+    reporter.close()
+    crash_log = paths.log[:-len(".log")] + "_crash.log"
+    os.replace(partial, crash_log)
+    return crash_log
+
+
+def _abandon(reporter):
+    if reporter is None:
+        return
+    path = reporter.log_path
+    reporter.close()
+    if path and os.path.exists(path):
+        os.unlink(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
