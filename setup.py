@@ -34,6 +34,7 @@ setup(
             "qr.charges=qrefine.scripts.charges:main",
             "qr.comparama=qrefine.scripts.comparama:main",
             "qr.finalise=qrefine.scripts.finalise:main",
+            "qr.fragments=qrefine.scripts.fragments:main",
         ],
     },
     classifiers=[

@@ -1,0 +1,109 @@
+"""Fragments: a cluster, its buffer of whole residues, caps, charge.
+
+A fragment is the cluster plus every residue with an atom within ``buffer``
+A of a cluster atom.  Covalent links from the fragment to residues outside
+it are capped with H (:mod:`qrefine.fragments.capping`).  The charge is the
+sum of the formal charges of its residues (:mod:`qrefine.charges`; an H cap
+on a homolytically cut bond adds no charge), and the multiplicity is 1; an
+odd electron count is an error naming the fragment.
+"""
+
+import collections
+
+import numpy as np
+
+from qrefine.errors import QRefineError
+from qrefine.fragments.capping import Cap, cap_distance
+
+
+class Fragment(collections.namedtuple(
+        "Fragment", "index cluster_residues buffer_residues cluster_atoms buffer_atoms "
+                    "caps charge multiplicity")):
+    """One fragment calculation, as plain data.
+
+    ``cluster_residues``/``buffer_residues``: residue indices of the
+    :class:`~qrefine.fragments.graph.ResidueGraph`; ``cluster_atoms``/
+    ``buffer_atoms``: model atom indices (ascending int arrays); ``caps``:
+    [:class:`~qrefine.fragments.capping.Cap`].  The engine sees the atoms in
+    the order :attr:`atoms` (cluster, then buffer), then one H per cap.
+    """
+
+    @property
+    def atoms(self):
+        return np.concatenate([self.cluster_atoms, self.buffer_atoms])
+
+    @property
+    def n_atoms(self):
+        """Atoms the engine computes, caps included."""
+        return len(self.cluster_atoms) + len(self.buffer_atoms) + len(self.caps)
+
+    def key(self):
+        """Hashable identity: the same key means the same calculation setup."""
+        return (tuple(int(i) for i in self.atoms),
+                tuple((c.inside, c.outside) for c in self.caps), self.charge, self.multiplicity)
+
+
+def buffer_residues(graph, cluster, sites_cart, buffer):
+    """Residues (not in ``cluster``) with an atom within ``buffer`` A of an
+    atom of ``cluster``; ascending residue indices."""
+    from scipy.spatial import cKDTree
+    if buffer <= 0:
+        return np.zeros(0, dtype=int)
+    sites = np.asarray(sites_cart, dtype=float)
+    cluster_atoms = graph.atoms_of(cluster)
+    tree = cKDTree(sites[cluster_atoms])
+    d, _ = tree.query(sites, distance_upper_bound=buffer)
+    near = np.unique(graph.residue_of_atom[np.isfinite(d)])
+    return np.setdiff1d(near, cluster)
+
+
+def make_fragments(graph, clusters, sites_cart, buffer, residue_charges):
+    """[:class:`Fragment`] for ``clusters`` of ``graph``.
+
+    ``residue_charges``: one integer per graph residue (the order of
+    :func:`qrefine.charges.residue_charges`).
+    """
+    from qrefine.charges import check_multiplicity, electron_count
+    charges = np.asarray(residue_charges, dtype=int)
+    if len(charges) != graph.n_residues:
+        raise QRefineError("%d residue charges for %d residues"
+                           % (len(charges), graph.n_residues))
+    fragments = []
+    for k, cluster in enumerate(clusters):
+        cluster = np.asarray(cluster, dtype=int)
+        buf = buffer_residues(graph, cluster, sites_cart, buffer)
+        residues = np.concatenate([cluster, buf])
+        in_fragment = np.zeros(len(graph.residue_of_atom), dtype=bool)
+        in_fragment[graph.atoms_of(residues)] = True
+        caps = []
+        for a, b in graph.links:
+            if in_fragment[a] != in_fragment[b]:
+                inside, outside = (a, b) if in_fragment[a] else (b, a)
+                caps.append(Cap(int(inside), int(outside),
+                                cap_distance(graph.elements[inside])))
+        caps.sort()
+        charge = int(charges[residues].sum())
+        cluster_atoms = graph.atoms_of(cluster)
+        buffer_atoms = graph.atoms_of(buf)
+        symbols = [graph.elements[i] for i in np.concatenate([cluster_atoms, buffer_atoms])]
+        n_el = electron_count([s.capitalize() for s in symbols] + ["H"] * len(caps), charge)
+        try:
+            multiplicity = check_multiplicity(n_el)
+        except QRefineError as e:
+            raise QRefineError("fragment %d (residues %s): %s" % (
+                k, ", ".join(graph.residues[i].label for i in residues), e))
+        fragments.append(Fragment(k, cluster, buf, cluster_atoms, buffer_atoms, caps,
+                                  charge, multiplicity))
+    return fragments
+
+
+def fragment_symbols(graph, fragment):
+    """Element symbols the engine sees (ASE spelling), caps last."""
+    return [graph.elements[i].capitalize() for i in fragment.atoms] + ["H"] * len(fragment.caps)
+
+
+def fragment_positions(fragment, sites_cart):
+    """(n_atoms, 3) positions the engine sees, caps last."""
+    from qrefine.fragments.capping import cap_positions
+    sites = np.asarray(sites_cart, dtype=float)
+    return np.concatenate([sites[fragment.atoms], cap_positions(fragment.caps, sites)])

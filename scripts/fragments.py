@@ -1,0 +1,154 @@
+"""qr.fragments: how a model is cut into QM fragments, and how good the
+fragment gradient is."""
+
+import sys
+import time
+
+HELP = """\
+usage: qr.fragments model.pdb [engine=xtb] [method=GFN2-xTB]
+                    [max_cluster_residues=15] [buffer=8.0] [nproc=1]
+                    [cap_gradients=project|drop] [solvent=water|none]
+                    [compare=false]
+                    [ligand_charge=RESNAME:CHARGE ...]
+
+Cut a model with hydrogens into clusters of residues (recursive spectral
+bisection of the residue interaction graph: covalent links, H-bonds,
+contacts) and print each cluster's residues, size, buffer and fragment atom
+count (cluster + buffer + H caps), charge and multiplicity.
+
+With compare=true the fragment gradient and the whole-model gradient are
+computed with the engine and the per-atom error of the fragment gradient
+(norm of the difference, kcal/mol/A) is reported: RMS, max, the 5 worst
+atoms, and both wall times.  solvent= is passed to the engine (xtb:
+implicit solvent name, or none for vacuum; default: the engine's).
+"""
+
+_INT = ("max_cluster_residues", "nproc")
+_FLOAT = ("buffer", "contact_cutoff")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from qrefine.errors import QRefineError
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(HELP)
+        return 0
+    try:
+        options = _parse(argv)
+        return _run(options, sys.stdout)
+    except QRefineError as e:
+        sys.stderr.write("qr.fragments: error: %s\n" % e)
+        return 1
+
+
+def _run(o, out):
+    import numpy as np
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.model_io import read_model
+    model = read_model(o["model"], make_restraints=False)
+    sites = np.array(model.get_sites_cart())
+    source = FragmentQMRestraints(
+        model, o["engine"], o["method"], options=o["options"], max_cluster_residues=o["max_cluster_residues"],
+        buffer=o["buffer"], nproc=o["nproc"], cap_gradients=o["cap_gradients"],
+        ligand_charges=o["ligand_charges"], contact_cutoff=o["contact_cutoff"])
+    try:
+        t0 = time.time()
+        fragments = source.cluster(sites)
+        t_cluster = time.time() - t0
+        graph = source.graph
+        out.write("model: %s (%d atoms, %d residues)\n"
+                  % (o["model"], len(sites), graph.n_residues))
+        out.write("engine: %s %s; max_cluster_residues=%d buffer=%.2f A\n"
+                  % (o["engine"], source.method, o["max_cluster_residues"], o["buffer"]))
+        out.write("clusters: %d (%.2f s)\n" % (len(fragments), t_cluster))
+        out.write("%4s %8s %8s %7s %5s %6s %4s  %s\n" % (
+            "#", "cluster", "buffer", "atoms", "caps", "charge", "mult", "cluster residues"))
+        for f in fragments:
+            out.write("%4d %8d %8d %7d %5d %+6d %4d  %s\n" % (
+                f.index, len(f.cluster_residues), len(f.buffer_residues), f.n_atoms,
+                len(f.caps), f.charge, f.multiplicity,
+                _ranges([graph.residues[i].label for i in f.cluster_residues])))
+        sizes = [f.n_atoms for f in fragments]
+        out.write("fragment atoms: mean %.1f, max %d, total %d (model %d)\n"
+                  % (np.mean(sizes), max(sizes), sum(sizes), len(sites)))
+        if o["compare"]:
+            _compare(source, model, sites, graph, o, out)
+    finally:
+        source.close()
+    return 0
+
+
+def _compare(source, model, sites, graph, o, out):
+    import numpy as np
+    from qrefine.restraints.qm import QMRestraints
+    t0 = time.time()
+    grad, _ = source.gradient(sites)
+    t_frag = time.time() - t0
+    symbols = [e.capitalize() for e in graph.elements]
+    whole = QMRestraints(symbols, o["engine"], source.method, options=o["options"],
+                         charge=sum(source.residue_charges))
+    t0 = time.time()
+    _, reference = whole.value_and_gradient(sites)
+    t_whole = time.time() - t0
+    err = np.linalg.norm(grad - reference, axis=1)
+    out.write("gradient error vs whole model (kcal/mol/A): RMS %.3f, max %.3f "
+              "(whole-model gradient RMS %.3f)\n"
+              % (np.sqrt((err ** 2).mean()), err.max(),
+                 np.sqrt((np.linalg.norm(reference, axis=1) ** 2).mean())))
+    out.write("wall time: fragments %.2f s, whole model %.2f s\n" % (t_frag, t_whole))
+    hierarchy_atoms = model.get_hierarchy().atoms()
+    out.write("worst atoms:\n")
+    for i in np.argsort(-err, kind="stable")[:5]:
+        a = hierarchy_atoms[int(i)]
+        out.write("  %-22s error %.3f  |g| %.3f\n"
+                  % (a.id_str().strip(), err[i], np.linalg.norm(reference[i])))
+
+
+def _ranges(labels):
+    return ", ".join(labels) if len(labels) <= 6 else "%s ... %s" % (
+        ", ".join(labels[:3]), ", ".join(labels[-2:]))
+
+
+def _parse(argv):
+    from qrefine.errors import QRefineError
+    from qrefine.fragments.restraints import DEFAULT_BUFFER, DEFAULT_MAX_CLUSTER_RESIDUES
+    o = {"model": None, "engine": "xtb", "method": None,
+         "max_cluster_residues": DEFAULT_MAX_CLUSTER_RESIDUES, "buffer": DEFAULT_BUFFER,
+         "nproc": 1, "cap_gradients": "project", "compare": False, "contact_cutoff": 4.0,
+         "ligand_charges": {}, "options": {}}
+    for arg in argv:
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+            try:
+                if key in _INT:
+                    o[key] = int(value)
+                elif key in _FLOAT:
+                    o[key] = float(value)
+                elif key == "compare":
+                    if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                        raise ValueError(value)
+                    o[key] = value.lower() in ("true", "yes", "1")
+                elif key in ("engine", "method", "cap_gradients"):
+                    o[key] = value
+                elif key == "solvent":
+                    o["options"]["solvent"] = None if value.lower() == "none" else value
+                elif key == "ligand_charge":
+                    name, _, charge = value.partition(":")
+                    o["ligand_charges"][name.strip().upper()] = int(charge)
+                else:
+                    raise QRefineError("unknown parameter '%s' (qr.fragments --help)" % key)
+            except ValueError:
+                raise QRefineError("%s=%s: not a valid value" % (key, value))
+        elif arg.startswith("-"):
+            raise QRefineError("unknown option %s (qr.fragments --help)" % arg)
+        elif o["model"] is None:
+            o["model"] = arg
+        else:
+            raise QRefineError("more than one model given (%s, %s)" % (o["model"], arg))
+    if o["model"] is None:
+        raise QRefineError("no model given (qr.fragments model.pdb)")
+    return o
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Fragmentation: graph, clustering, buffers and caps, and the assembled
+fragment gradient against the whole-model gradient (GFN-FF, 1us0 helix)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from qrefine.errors import QRefineError
+from qrefine.fragments import (cap_jacobians, cap_positions, cluster_residues, cut_weight,
+                               make_fragments, residue_graph)
+from qrefine.fragments.capping import CAP_DISTANCES, Cap
+
+
+@pytest.fixture(scope="module")
+def helix(structures):
+    from qrefine.model_io import read_model
+    return read_model(os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb"),
+                      make_restraints=False)
+
+
+@pytest.fixture(scope="module")
+def helix_3j63(structures):
+    from qrefine.model_io import read_model
+    return read_model(os.path.join(structures, "cryo_em", "3j63_A",
+                                   "3j63_A_box_complete.pdb"), make_restraints=False)
+
+
+def _xtb_or_skip():
+    from qrefine import engines
+    try:
+        ok, note = engines.engine_module("xtb").availability()
+    except QRefineError as e:
+        ok, note = False, str(e)
+    if not ok:
+        pytest.skip("xtb not available: %s" % note)
+
+
+def _chain(n, hbonds=(), strong=()):
+    """Weight matrix of a chain of n residues (peptide bonds, weight 10)."""
+    w = np.zeros((n, n))
+    for i in range(n - 1):
+        w[i, i + 1] = w[i + 1, i] = 10.0
+    for i, j in hbonds:
+        w[i, j] = w[j, i] = 2.0
+    for i, j in strong:
+        w[i, j] = w[j, i] = 15.0  # a disulfide
+    return w
+
+
+# -- graph and clustering ----------------------------------------------------
+
+def test_graph_of_helix(helix):
+    g = residue_graph(helix)
+    assert g.n_residues == 13
+    assert len(g.links) == 12  # the peptide bonds, each a C-N pair
+    for a, b in g.links:
+        assert {g.elements[a], g.elements[b]} == {"C", "N"}
+    # alpha helix: the i -> i+4 backbone H-bonds are found
+    hb = [k for k, kinds in g.kinds.items() if "hbond" in kinds and k[1] - k[0] == 4]
+    assert len(hb) >= 6
+
+
+def test_clustering_is_deterministic_and_a_partition(helix_3j63):
+    runs = []
+    for _ in range(2):
+        g = residue_graph(helix_3j63)
+        runs.append(cluster_residues(g, 10))
+    assert [list(c) for c in runs[0]] == [list(c) for c in runs[1]]
+    members = np.concatenate(runs[0])
+    assert sorted(members) == list(range(g.n_residues))
+    assert max(len(c) for c in runs[0]) <= 10
+    assert len(runs[0]) == -(-g.n_residues // 10)  # as few clusters as the cap allows
+
+
+def test_disulfide_not_cut_when_avoidable():
+    # 1 and 5 are S-S bonded; clusters of 5 can keep them together.
+    w = _chain(8, strong=[(1, 5)])
+    clusters = cluster_residues(w, 5, keep_together=[(1, 5)])
+    together = [c for c in clusters if 1 in c]
+    assert 5 in together[0]
+    assert max(len(c) for c in clusters) <= 5
+    assert len(clusters) == 2
+    # a group that does not fit is split after all
+    clusters = cluster_residues(_chain(8, strong=[(0, 7)]), 3, keep_together=[(0, 7)])
+    assert max(len(c) for c in clusters) <= 3
+
+
+def test_helix_hbonds_not_cut_when_avoidable():
+    # helical start: i -> i+4 H-bonds 0-4 and 1-5; a cut after residue 5 cuts none
+    w = _chain(10, hbonds=[(0, 4), (1, 5)])
+    clusters = cluster_residues(w, 6)
+    assert [list(c) for c in clusters] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    assert cut_weight(w, clusters) == 10.0
+
+
+def test_bad_cluster_size():
+    with pytest.raises(QRefineError):
+        cluster_residues(_chain(3), 0)
+
+
+# -- buffers, caps, charges --------------------------------------------------
+
+def test_caps_on_cut_bonds(helix):
+    g = residue_graph(helix)
+    sites = np.array(helix.get_sites_cart())
+    clusters = cluster_residues(g, 4)
+    fragments = make_fragments(g, clusters, sites, 0.0, [0] * g.n_residues)
+    n_caps = 0
+    for f in fragments:
+        pos = cap_positions(f.caps, sites)
+        for cap, h in zip(f.caps, pos):
+            n_caps += 1
+            x, y = sites[cap.inside], sites[cap.outside]
+            assert cap.inside in set(f.cluster_atoms) and cap.outside not in set(f.atoms)
+            d = CAP_DISTANCES[g.elements[cap.inside]]
+            assert abs(np.linalg.norm(h - x) - d) < 1e-9
+            # on the bond, between the two atoms
+            u = (y - x) / np.linalg.norm(y - x)
+            assert np.linalg.norm(np.cross(h - x, u)) < 1e-9 and np.dot(h - x, u) > 0
+    assert n_caps == 2 * (len(clusters) - 1)  # each cut peptide bond, from both sides
+
+
+def test_cap_jacobian_by_finite_differences():
+    rng = np.random.RandomState(3)
+    x, y = rng.normal(size=3), rng.normal(size=3) + 1.5
+    jx, jy = cap_jacobians(x, y, 1.09)
+    h = 1e-6
+    sites = np.array([x, y])
+    for atom, jac in ((0, jx), (1, jy)):
+        for k in range(3):
+            plus, minus = sites.copy(), sites.copy()
+            plus[atom, k] += h
+            minus[atom, k] -= h
+            fd = (cap_positions([Cap(0, 1, 1.09)], plus)[0]
+                  - cap_positions([Cap(0, 1, 1.09)], minus)[0]) / (2 * h)
+            assert np.allclose(fd, jac[:, k], atol=1e-7)
+
+
+def test_fragment_charges(helix_3j63):
+    from qrefine.charges import residue_charges, total_charge
+    g = residue_graph(helix_3j63)
+    sites = np.array(helix_3j63.get_sites_cart())
+    charges = [r.charge for r in residue_charges(helix_3j63)]
+    clusters = cluster_residues(g, 12)
+    bare = make_fragments(g, clusters, sites, 0.0, charges)
+    assert sum(f.charge for f in bare) == total_charge(helix_3j63) == -2
+    buffered = make_fragments(g, clusters, sites, 3.5, charges)
+    for f in buffered:
+        residues = np.concatenate([f.cluster_residues, f.buffer_residues])
+        assert f.charge == sum(charges[i] for i in residues)
+        assert f.multiplicity == 1
+        assert len(set(f.atoms)) == len(f.atoms)
+        # whole residues only
+        assert set(g.residue_of_atom[f.atoms]) == set(residues)
+
+
+def test_odd_electron_fragment_is_an_error(helix):
+    g = residue_graph(helix)
+    sites = np.array(helix.get_sites_cart())
+    charges = [0] * g.n_residues
+    charges[0] = 1  # a wrong charge makes the electron count odd
+    with pytest.raises(QRefineError, match="odd number of electrons"):
+        make_fragments(g, [np.arange(g.n_residues)], sites, 0.0, charges)
+
+
+# -- assembled gradient ------------------------------------------------------
+
+def _whole_gradient(model, sites, method="GFN-FF"):
+    from qrefine.restraints.qm import QMRestraints
+    g = residue_graph(model)
+    whole = QMRestraints([e.capitalize() for e in g.elements], "xtb", method, charge=0)
+    return whole.value_and_gradient(sites)[1]
+
+
+def test_fragment_gradient_matches_whole_model(helix):
+    _xtb_or_skip()
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    sites = np.array(helix.get_sites_cart())
+    reference = _whole_gradient(helix, sites)
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=5, buffer=8.0)
+    value, grad = source.value_and_gradient(sites)
+    assert value == 0.0 and len(source.fragments) == 3
+    err = np.linalg.norm(grad - reference, axis=1)
+    # measured: RMS 0.080, max 0.234 kcal/mol/A (gradient RMS 31)
+    assert np.sqrt((err ** 2).mean()) < 0.15
+    assert err.max() < 0.5
+    # a same-point request is served from the cache
+    calls = source.timing()["engine_calls"]
+    source.value_and_gradient(sites)
+    assert source.timing()["engine_calls"] == calls
+
+
+def test_parallel_equals_serial(helix):
+    _xtb_or_skip()
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    sites = np.array(helix.get_sites_cart())
+    serial = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=4, buffer=3.0)
+    parallel = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=4,
+                                    buffer=3.0, nproc=2)
+    try:
+        g1 = serial.value_and_gradient(sites)[1]
+        g2 = parallel.value_and_gradient(sites)[1]
+        moved = sites + 0.01
+        g3 = serial.value_and_gradient(moved)[1]
+        g4 = parallel.value_and_gradient(moved)[1]
+    finally:
+        parallel.close()
+    assert np.abs(g1 - g2).max() < 1e-6
+    assert np.abs(g3 - g4).max() < 1e-6
+
+
+def test_minimisation_lowers_the_whole_model_energy(helix):
+    """L-BFGS-B on the fragment source (line-integral value) lowers the true energy."""
+    _xtb_or_skip()
+    from scipy.optimize import minimize
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.qm import QMRestraints
+    rng = np.random.RandomState(0)
+    start = np.array(helix.get_sites_cart()) + rng.normal(scale=0.1, size=(94, 3))
+    g = residue_graph(helix)
+    whole = QMRestraints([e.capitalize() for e in g.elements], "xtb", "GFN-FF")
+    e0 = whole.value_and_gradient(start)[0]
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=5,
+                                  buffer=4.0, recluster_shift=0.3)
+
+    def f(x):
+        v, grad = source.value_and_gradient(x.reshape(-1, 3))
+        return v, grad.ravel()
+
+    result = minimize(f, start.ravel(), jac=True, method="L-BFGS-B",
+                      options={"maxiter": 40})
+    assert "ABNORMAL" not in str(result.message)
+    e1 = whole.value_and_gradient(result.x.reshape(-1, 3))[0]
+    # measured: the true GFN-FF energy falls by about 400 kcal/mol in 40 steps
+    assert e1 < e0 - 100.0
+    assert result.fun < 0
+
+
+# -- qr.fragments --------------------------------------------------------------
+
+def test_command_line(structures, capsys):
+    _xtb_or_skip()
+    from qrefine.scripts import fragments as cli
+    path = os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb")
+    assert cli.main([path, "method=GFN-FF", "max_cluster_residues=5", "buffer=8",
+                     "compare=true"]) == 0
+    out = capsys.readouterr().out
+    assert "clusters: 3" in out
+    assert "gradient error vs whole model" in out and "worst atoms:" in out
+    assert cli.main([path, "buffer=x"]) == 1
+    assert "buffer=x" in capsys.readouterr().err
