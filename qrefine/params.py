@@ -111,6 +111,17 @@ qm {
     .type = str
     .help = "Basis set for ab initio engines (pyscf, orca, terachem, gaussian, turbomole)."
 }
+fragments {
+  max_cluster_residues = 15
+    .type = int
+    .help = "qm.clustering=true: largest cluster, in residues."
+  buffer = 8.0
+    .type = float
+    .help = "qm.clustering=true: residues within this distance (A) of a cluster join its fragment (3j63_A, GFN2-xTB: 8 A gives RMS/max gradient error 0.42/2.4 kcal/mol/A)."
+  recluster_shift = 1.0
+    .type = float
+    .help = "qm.clustering=true: rebuild clusters when an atom has moved this far (A) since clustering."
+}
 reflections {
   labels = None
     .type = str

@@ -120,10 +120,15 @@ def run(params, files, paths, reporter, argv=()):
 
     t = time.time()
     restraints = build_restraints(model, model_path, params, paths.failed_dir)
-    if params.restraints == "qm":
-        reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, %s" % (
-            params.engine, restraints.method, restraints.charge, restraints.multiplicity,
-            "whole model" if not params.qm.clustering else "fragments"))
+    if params.restraints == "qm" and params.qm.clustering:
+        reporter.info("QM restraints: engine %s, method %s, fragments (clusters of at most %d "
+                      "residues, %.1f A buffer), %d process(es)" % (
+                          params.engine, restraints.method, params.fragments.max_cluster_residues,
+                          params.fragments.buffer, params.nproc))
+    elif params.restraints == "qm":
+        reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, "
+                      "whole model" % (params.engine, restraints.method, restraints.charge,
+                                       restraints.multiplicity))
     timings["setup_s"] = time.time() - t
     sites = model.get_sites_cart().as_numpy_array()
 

@@ -47,11 +47,19 @@ def build_restraints(model, model_path, params, failed_dir):
         return CctbxGeometry(model)
     from qrefine import charges
     from qrefine.restraints.qm import QMRestraints
-    if params.qm.clustering:
-        raise QRefineError("qm.clustering=true (fragments) is not available in this version; "
-                           "use qm.clustering=false to compute the whole model at once")
     require_hydrogens(model, model_path)
     module = engines.engine_module(params.engine)
+    if params.qm.clustering:
+        from qrefine.fragments.restraints import FragmentQMRestraints
+        if params.charge is not None or params.multiplicity is not None:
+            raise QRefineError("charge= and multiplicity= apply to the whole model; with "
+                               "qm.clustering=true each fragment's charge comes from its residues")
+        return FragmentQMRestraints(
+            model, engine=params.engine, method=params.method,
+            options=engine_options(module, params.qm),
+            max_cluster_residues=params.fragments.max_cluster_residues,
+            buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
+            nproc=params.nproc, failed_dir=failed_dir)
     # Deuterium is hydrogen to the electrons.
     symbols = ["H" if s == "D" else s for s in
                (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
