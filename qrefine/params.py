@@ -100,7 +100,7 @@ qm {
     .help = "Compute QM restraints on clustered fragments; False: the whole model at once."
   solvent = water
     .type = str
-    .help = "Implicit solvent for engines that support it (xtb: ALPB); none switches it off."
+    .help = "Implicit solvent for engines that support it (xtb: GBSA); none switches it off."
   electronic_temperature = None
     .type = float
     .help = "Electronic temperature in K (xtb); None: the engine default (300 K)."

@@ -60,7 +60,15 @@ def _load_pyscf():
     numpy's 64-bit-integer OpenBLAS; pyscf's own (32-bit) OpenBLAS would then
     call them and crash.  Loading pyscf's copy with RTLD_DEEPBIND first makes
     it use its own kernels.
+
+    pyscf's OpenMP code also aborts ("double free or corruption") in DFT
+    gradients when it runs several threads in a process where cctbx is
+    loaded, so its OpenMP runtime starts single-threaded unless the user set
+    OMP_NUM_THREADS.  On 2 cores one thread was also the faster choice; more
+    cores are used through fragments in separate processes.
     """
+    if "pyscf.lib" not in sys.modules:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     if "pyscf.lib" not in sys.modules and sys.platform.startswith("linux"):
         spec = importlib.util.find_spec("pyscf")
         if spec is None or not spec.submodule_search_locations:

@@ -64,8 +64,9 @@ def build_restraints(model, model_path, params, failed_dir):
     symbols = ["H" if s == "D" else s for s in
                (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
     charge = params.charge if params.charge is not None else charges.total_charge(model)
+    # Electrons of the first conformer only: altlocs are not extra atoms.
     multiplicity = charges.check_multiplicity(
-        charges.electron_count(symbols, charge), params.multiplicity)
+        charges.electron_count(model, charge), params.multiplicity)
     return QMRestraints(symbols, params.engine, method=params.method, charge=charge,
                         multiplicity=multiplicity, options=engine_options(module, params.qm),
                         failed_dir=failed_dir)

@@ -1,0 +1,99 @@
+"""qr.charges: the total charge of a model and the residues that carry one."""
+
+import sys
+
+HELP = """\
+usage: qr.charges model.pdb [restraints_cif=<ligand.cif> ...]
+                  [ligand_charge=RESNAME:CHARGE ...] [multiplicity=N]
+
+Print the total formal charge of a model with hydrogens, derived from the
+protonation state of every residue (termini, ASP, GLU, LYS, ARG, HIS, CYS,
+TYR), ions and known small molecules, then one line per residue whose
+charge is not zero, and notes on residues whose charge was assumed.  The
+electron count is checked against the spin multiplicity (default: closed
+shell, so an odd count is reported as an error).
+
+  restraints_cif=  ligand dictionary; its _chem_comp_atom.charge column
+                   (formal charges) is used for that ligand
+  ligand_charge=   charge of a residue name the rules do not know, e.g.
+                   ligand_charge=NDP:-4 (may be repeated)
+  multiplicity=    spin multiplicity to check the electron count against
+"""
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from qrefine.errors import QRefineError
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(HELP)
+        return 0
+    try:
+        options = _parse(argv)
+        from qrefine import charges
+        from qrefine.model_io import read_model
+        # No restraints are built, so the monomer library is not needed.
+        model = read_model(options["model"], restraint_cifs=options["restraints_cif"],
+                           make_restraints=False)
+        rows = charges.residue_charges(model, options["ligand_charges"])
+        total = sum(r.charge for r in rows)
+        n_electrons = charges.electron_count(model, total)
+        multiplicity = options["multiplicity"]
+        out = sys.stdout
+        out.write("model: %s\n" % options["model"])
+        out.write("total charge: %+d\n" % total)
+        out.write("electrons: %d\n" % n_electrons)
+        charged = [r for r in rows if r.charge]
+        if charged:
+            out.write("charged residues (%d):\n" % len(charged))
+            for r in charged:
+                out.write("  %-10s %-4s %+d%s\n" % (r.residue, r.resname, r.charge,
+                                                   "  (%s)" % r.note if r.note else ""))
+        notes = [r for r in rows if r.note and not r.charge]
+        if notes:
+            out.write("notes:\n")
+            for r in notes:
+                out.write("  %-10s %-4s %s\n" % (r.residue, r.resname, r.note))
+        m = charges.check_multiplicity(n_electrons, multiplicity)
+        out.write("multiplicity: %d\n" % m)
+        return 0
+    except QRefineError as e:
+        sys.stderr.write("qr.charges: error: %s\n" % e)
+        return 1
+
+
+def _parse(argv):
+    from qrefine.errors import QRefineError
+    options = {"model": None, "restraints_cif": [],
+               "ligand_charges": {}, "multiplicity": None}
+    for arg in argv:
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+            if key == "restraints_cif":
+                options["restraints_cif"].append(value)
+            elif key == "ligand_charge":
+                name, _, charge = value.partition(":")
+                try:
+                    options["ligand_charges"][name.strip().upper()] = int(charge)
+                except ValueError:
+                    raise QRefineError("ligand_charge=%s: expected RESNAME:CHARGE, "
+                                       "e.g. ligand_charge=NDP:-4" % value)
+            elif key == "multiplicity":
+                try:
+                    options["multiplicity"] = int(value)
+                except ValueError:
+                    raise QRefineError("multiplicity=%s is not an integer" % value)
+            else:
+                raise QRefineError("unknown parameter '%s' (qr.charges --help)" % key)
+        elif arg.startswith("-"):
+            raise QRefineError("unknown option %s (qr.charges --help)" % arg)
+        elif options["model"] is None:
+            options["model"] = arg
+        else:
+            raise QRefineError("more than one model given (%s, %s)" % (options["model"], arg))
+    if options["model"] is None:
+        raise QRefineError("no model given (qr.charges model.pdb)")
+    return options
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""qr.refine with QM restraints, end to end on the 1us0 helix (GFN-FF: fast)."""
+
+import json
+import os
+
+from qrefine.scripts.refine import main
+
+
+def summary(out, prefix):
+    with open(os.path.join(out, prefix + "_summary.json")) as f:
+        return json.load(f)
+
+
+def test_whole_model_xray_refinement(tmp_path, structures):
+    d = os.path.join(structures, "xray/1us0_helix")
+    out = str(tmp_path)
+    assert main([os.path.join(d, "perturbed/1.5/0.pdb"), os.path.join(d, "data.mtz"),
+                 "restraints=qm", "engine=xtb", "method=GFN-FF", "qm.clustering=false",
+                 "weights.search=false", "refine.macro_cycles=2", "refine.max_iterations=60",
+                 "output.prefix=qm", "output.dir=%s" % out]) == 0
+    s = summary(out, "qm")
+    assert s["final"]["r_work"] < s["start"]["r_work"] - 0.2
+    assert s["start"]["hbonds"] is not None and s["final"]["hbonds"] is not None
+    t = s["timings"]
+    assert t["engine_calls"] > 10 and t["engine_s"] > 0
+    assert t["engine_requests"] >= t["engine_calls"]   # repeated points come from the cache
+
+
+def test_clustered_geometry_optimisation(tmp_path, structures):
+    d = os.path.join(structures, "xray/1us0_helix")
+    out = str(tmp_path)
+    assert main([os.path.join(d, "perturbed/1.5/0.pdb"), "mode=opt", "restraints=qm",
+                 "engine=xtb", "method=GFN-FF", "qm.clustering=true",
+                 "fragments.max_cluster_residues=5", "fragments.buffer=4",
+                 "refine.macro_cycles=1", "refine.max_iterations=40",
+                 "output.prefix=frag", "output.dir=%s" % out]) == 0
+    s = summary(out, "frag")
+    cycle = s["macro_cycles"][0]
+    assert cycle["final_target"] < cycle["start_target"] - 20   # kcal/mol along the path
+    assert s["final"]["r_work"] is None and s["weight_search"] == []
+
+
+def test_odd_electrons_need_a_multiplicity(tmp_path, structures, capsys):
+    d = os.path.join(structures, "xray/1us0_helix")
+    code = main([os.path.join(d, "perturbed/1.5/0.pdb"), "mode=opt", "restraints=qm",
+                 "engine=xtb", "charge=1", "output.dir=%s" % tmp_path])
+    err = capsys.readouterr().err
+    assert code == 1 and "multiplicity" in err and len(err.strip().splitlines()) == 1
+    assert not [f for f in os.listdir(tmp_path) if not f.startswith(".")]
