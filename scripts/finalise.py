@@ -51,10 +51,9 @@ def main(argv=None):
         sys.stdout.write(params_mod.show_defaults(MASTER_PHIL_STR))
         return 0
     from qrefine.errors import QRefineError
-    from qrefine.log import Reporter, header_lines
-    reporter = None
-    paths = None
-    try:
+    from qrefine.scripts.logged_run import logged_run
+
+    def prepare():
         params, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.finalise")
         model_path = _model_path(files)
         if params.keep_altlocs:
@@ -63,29 +62,9 @@ def main(argv=None):
         from qrefine.finalise.outputs import FinalisePaths
         paths = FinalisePaths.for_run(model_path, params.output.prefix, params.output.dir,
                                       inputs=files + list(params.restraints_cif or []))
-        paths.prepare_directory()
-        partial_log = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".partial")
-        reporter = Reporter(log_path=partial_log)
-        for line in header_lines("qr.finalise", argv):
-            reporter.info(line)
-        _run(params, model_path, paths, reporter)
-        reporter.close()
-        os.replace(partial_log, paths.log)
-        return 0
-    except QRefineError as e:
-        _abandon(reporter)
-        sys.stderr.write("qr.finalise: error: %s\n" % e)
-        return 1
-    except KeyboardInterrupt:
-        _abandon(reporter)
-        sys.stderr.write("qr.finalise: interrupted; no outputs written\n")
-        return 130
-    except Exception as e:  # a bug, not bad input: keep the evidence
-        crash_log = _keep_crash_log(reporter, paths)
-        sys.stderr.write("qr.finalise: internal error: %s: %s%s\n" % (
-            type(e).__name__, " ".join(str(e).split())[:300],
-            "; traceback in %s" % crash_log if crash_log else ""))
-        return 2
+        return paths, lambda reporter: _run(params, model_path, paths, reporter)
+
+    return logged_run("qr.finalise", argv, prepare)
 
 
 def _model_path(files):
@@ -131,28 +110,6 @@ def _run(params, model_path, paths, reporter):
 
 def _n_hydrogens(model):
     return sum(1 for a in model.get_hierarchy().atoms() if a.element_is_hydrogen())
-
-
-def _keep_crash_log(reporter, paths):
-    import traceback
-    if reporter is None or not reporter.log_path or paths is None:
-        return None
-    reporter.quiet = True
-    reporter.info(traceback.format_exc())
-    partial = reporter.log_path
-    reporter.close()
-    crash_log = paths.log[:-len(".log")] + "_crash.log"
-    os.replace(partial, crash_log)
-    return crash_log
-
-
-def _abandon(reporter):
-    if reporter is None:
-        return
-    path = reporter.log_path
-    reporter.close()
-    if path and os.path.exists(path):
-        os.unlink(path)
 
 
 if __name__ == "__main__":

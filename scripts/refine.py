@@ -60,49 +60,28 @@ def main(argv=None):
         sys.stdout.write(params_mod.show_defaults())
         return 0
     from qrefine.errors import QRefineError
-    from qrefine.log import Reporter, header_lines
     from qrefine.outputs import OutputPaths
-    reporter = None
-    paths = None
-    try:
+    from qrefine.scripts.logged_run import logged_run
+
+    def prepare():
         params, files = params_mod.parse(argv)
         unknown_flags = [f for f in files if f.startswith("-")]
         if unknown_flags:
             raise QRefineError("unknown option %s (qr.refine --help)" % unknown_flags[0])
-        model_path = files[0] if files else ""
-        paths = OutputPaths.for_run(model_path, params.output.prefix, params.output.dir,
-                                    inputs=files + list(params.restraints_cif or []))
         if not files:
             from qrefine.pipeline import classify_inputs
             classify_inputs(files)
-        paths.prepare_directory()
-        # The log is written beside its final name and renamed at the end, so
-        # a failed run leaves no half-written log behind.
-        partial_log = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".partial")
-        reporter = Reporter(log_path=partial_log)
-        for line in header_lines("qr.refine", argv):
-            reporter.info(line)
-        from qrefine import pipeline
-        pipeline.run(params, files, paths, reporter, argv=argv)
-        reporter.info("wrote %s" % ", ".join(p for p in paths.all() + [paths.weights_plot]
-                                             if p != paths.log and os.path.exists(p)))
-        reporter.close()
-        os.replace(partial_log, paths.log)
-        return 0
-    except QRefineError as e:
-        _abandon(reporter)
-        sys.stderr.write("qr.refine: error: %s\n" % e)
-        return 1
-    except KeyboardInterrupt:
-        _abandon(reporter)
-        sys.stderr.write("qr.refine: interrupted; no outputs written\n")
-        return 130
-    except Exception as e:  # a bug, not bad input: keep the evidence
-        crash_log = _keep_crash_log(reporter, paths)
-        sys.stderr.write("qr.refine: internal error: %s: %s%s\n" % (
-            type(e).__name__, " ".join(str(e).split())[:300],
-            "; traceback in %s" % crash_log if crash_log else ""))
-        return 2
+        paths = OutputPaths.for_run(files[0], params.output.prefix, params.output.dir,
+                                    inputs=files + list(params.restraints_cif or []))
+
+        def work(reporter):
+            from qrefine import pipeline
+            pipeline.run(params, files, paths, reporter, argv=argv)
+            reporter.info("wrote %s" % ", ".join(p for p in paths.all() + [paths.weights_plot]
+                                                 if p != paths.log and os.path.exists(p)))
+        return paths, work
+
+    return logged_run("qr.refine", argv, prepare)
 
 
 def show_engines():
@@ -113,30 +92,6 @@ def show_engines():
     for name, ok, note in rows:
         sys.stdout.write("%-10s %-10s %s\n" % (name, "yes" if ok else "no", note))
     return 0
-
-
-def _keep_crash_log(reporter, paths):
-    """Append the traceback to the partial log and keep it as <prefix>_crash.log."""
-    import traceback
-    if reporter is None or not reporter.log_path or paths is None:
-        return None
-    reporter.quiet = True
-    reporter.info(traceback.format_exc())
-    partial = reporter.log_path
-    reporter.close()
-    crash_log = paths.log[:-len(".log")] + "_crash.log"
-    os.replace(partial, crash_log)
-    return crash_log
-
-
-def _abandon(reporter):
-    """Close and delete the partial log; outputs already renamed stay complete."""
-    if reporter is None:
-        return
-    path = reporter.log_path
-    reporter.close()
-    if path and os.path.exists(path):
-        os.unlink(path)
 
 
 if __name__ == "__main__":
