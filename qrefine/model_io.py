@@ -6,6 +6,7 @@ Everything a user can get wrong about a model file ends here as one
 
 import math
 import os
+import re
 
 import iotbx.cif
 import iotbx.pdb
@@ -125,7 +126,9 @@ def _first_line(error):
         return type(error).__name__
     if len(lines) == 1:
         return lines[0]
-    return "%s %s" % (lines[0], lines[-1])
+    # A counted problem ("...symbols: 5") says more than the advice after it.
+    counted = [l for l in lines[1:] if re.search(r":\s*\d+\s*$", l)]
+    return "%s %s" % (lines[0], counted[0] if counted else lines[-1])
 
 
 def hydrogen_mask(model):

@@ -11,3 +11,29 @@ def central_difference(func, x, indices, step=1e-4):
         xm = x.copy(); xm[i, k] -= step
         out.append((func(xp) - func(xm)) / (2 * step))
     return np.array(out)
+
+
+# ACE-GLY-NME cut from the 1us0 helix (residues 87-89), capped with H
+# (monomer-library atom names, so cctbx can restrain it).
+ACE_GLY_NME = """\
+ATOM      1  CH3 ACE A   1       6.777  11.037   5.889  1.00  0.00           C
+ATOM      2 HH31 ACE A   1       6.151  10.181   6.142  1.00  0.00           H
+ATOM      3 HH32 ACE A   1       7.670  10.673   5.382  1.00  0.00           H
+ATOM      4 HH33 ACE A   1       6.228  11.701   5.222  1.00  0.00           H
+ATOM      5  C   ACE A   1       7.208  11.727   7.197  1.00  0.00           C
+ATOM      6  O   ACE A   1       7.552  11.016   8.143  1.00  0.00           O
+ATOM      7  N   GLY A   2       7.248  13.042   7.248  1.00  0.00           N
+ATOM      8  CA  GLY A   2       7.861  13.744   8.387  1.00  0.00           C
+ATOM      9  C   GLY A   2       7.082  13.437   9.673  1.00  0.00           C
+ATOM     10  O   GLY A   2       7.692  13.174  10.712  1.00  0.00           O
+ATOM     11  H   GLY A   2       6.872  13.660   6.529  1.00  0.00           H
+ATOM     12  HA2 GLY A   2       8.894  13.419   8.512  1.00  0.00           H
+ATOM     13  HA3 GLY A   2       7.847  14.820   8.212  1.00  0.00           H
+ATOM     14  N   NME A   3       5.753  13.529   9.640  1.00  0.00           N
+ATOM     15  HN  NME A   3       5.191  13.727   8.812  1.00  0.00           H
+ATOM     16  CH3 NME A   3       5.000  13.335  10.878  1.00  0.00           C
+ATOM     17 HH31 NME A   3       5.328  14.057  11.626  1.00  0.00           H
+ATOM     18 HH32 NME A   3       3.937  13.484  10.690  1.00  0.00           H
+ATOM     19 HH33 NME A   3       5.148  12.330  11.273  1.00  0.00           H
+END
+"""

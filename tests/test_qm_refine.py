@@ -47,3 +47,23 @@ def test_odd_electrons_need_a_multiplicity(tmp_path, structures, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "multiplicity" in err and len(err.strip().splitlines()) == 1
     assert not [f for f in os.listdir(tmp_path) if not f.startswith(".")]
+
+
+def test_qm_options_reach_only_engines_that_take_them():
+    import pytest
+    from qrefine import engines, params
+    from qrefine.errors import QRefineError
+    from qrefine.restraints.factory import engine_options
+    p, _ = params.parse(["qm.basis=6-31G*", "qm.solvent=methanol"])
+    with pytest.raises(QRefineError):
+        engine_options(engines.engine_module("pyscf"), p.qm)   # pyscf has no solvent
+    p, _ = params.parse(["qm.basis=6-31G*", "qm.solvent=none"])
+    assert engine_options(engines.engine_module("pyscf"), p.qm) == {"basis": "6-31G*"}
+    with pytest.raises(QRefineError) as e:
+        engine_options(engines.engine_module("xtb"), p.qm)
+    assert "qm.basis" in str(e.value)
+    p, _ = params.parse(["qm.solvent=none", "qm.electronic_temperature=1000"])
+    assert engine_options(engines.engine_module("xtb"), p.qm) == {
+        "solvent": None, "electronic_temperature": 1000.0}
+    p, _ = params.parse([])
+    assert engine_options(engines.engine_module("xtb"), p.qm) == {"solvent": "water"}

@@ -11,6 +11,8 @@ a missing program never breaks the others.  An engine module provides:
                     ``energy`` (eV) and ``forces`` (eV/A) for ASE ``Atoms``.
 ``safer_settings(attempt)`` -> dict of options for retry ``attempt`` (1, 2, ...)
                     after a failed SCF, or None when there is nothing left to try.
+``OPTIONS`` (optional) the option names a ``make_calculator`` that takes
+                    ``**options`` understands.
 ``canonical_method(name)`` (optional) -> canonical method name, for engines
                     whose methods are open-ended (PySCF: any libxc functional).
 

@@ -52,6 +52,9 @@ DEFAULTS = {
     "max_memory": None,       # MB
 }
 
+# The options make_calculator takes (its **options), for qrefine.engines.
+OPTIONS = tuple(DEFAULTS)
+
 
 def _load_pyscf():
     """Import pyscf, binding its bundled OpenBLAS to itself.

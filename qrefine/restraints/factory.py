@@ -28,17 +28,27 @@ def require_hydrogens(model, path):
 
 def engine_options(module, qm_params):
     """The qm.* options that were set, checked against what the engine takes."""
-    accepted = inspect.signature(module.make_calculator).parameters
+    # Named keyword arguments, or the option table of engines that take **options.
+    accepted = set(inspect.signature(module.make_calculator).parameters)
+    accepted |= set(getattr(module, "OPTIONS", ()))
     options = {}
     for name in QM_OPTIONS:
         value = getattr(qm_params, name)
+        if name == "solvent":
+            # PHIL reads "none" as None; the default is "water".  Engines
+            # without implicit solvent accept the default and "none" silently.
+            none = value is None or str(value).lower() == "none"
+            if name in accepted:
+                options[name] = None if none else value
+            elif not none and str(value).lower() != "water":
+                raise QRefineError("engine %s has no implicit solvent; remove qm.solvent"
+                                   % module.NAME)
+            continue
         if value is None:
             continue
-        if name == "solvent" and str(value).lower() == "water" and name not in accepted:
-            continue  # the default; engines without implicit solvent ignore it
         if name not in accepted:
             raise QRefineError("engine %s does not use qm.%s; remove it" % (module.NAME, name))
-        options[name] = None if (name == "solvent" and str(value).lower() == "none") else value
+        options[name] = value
     return options
 
 
