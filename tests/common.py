@@ -12,6 +12,24 @@ def central_difference(func, x, indices, step=1e-4):
         out.append((func(xp) - func(xm)) / (2 * step))
     return np.array(out)
 
+def force_errors(atoms, calc, coordinates, h=1e-3):
+    """|analytic force - central difference of the energy| (eV/A) for each
+    (atom, axis) in ``coordinates``, all computed with the one ``calc``."""
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    assert forces.shape == (len(atoms), 3)
+    errors = []
+    for i, axis in coordinates:
+        probe = atoms.copy()
+        probe.calc = calc
+        probe.positions[i, axis] += h
+        e_plus = probe.get_potential_energy()
+        probe.positions[i, axis] -= 2 * h
+        e_minus = probe.get_potential_energy()
+        errors.append(abs(-(e_plus - e_minus) / (2 * h) - forces[i, axis]))
+    return errors
+
+
 
 # ACE-GLY-NME cut from the 1us0 helix (residues 87-89), capped with H
 # (monomer-library atom names, so cctbx can restrain it).

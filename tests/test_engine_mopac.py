@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from common import ACE_GLY_NME
+from common import ACE_GLY_NME, force_errors
 from ase.io import read
 
 from qrefine.engines import EngineFailed, engine_module, mopac_engine, resolve_method
@@ -63,19 +63,7 @@ def test_missing_program_hint(monkeypatch):
 def test_forces_match_finite_differences(method, tmp_path):
     atoms = peptide()
     calc = mopac_engine.make_calculator(method, workdir=str(tmp_path))
-    atoms.calc = calc
-    forces = atoms.get_forces()
-    assert forces.shape == (len(atoms), 3)
-    h = 1e-3
-    errors = []
-    for i, axis in FD_COORDINATES:
-        probe = atoms.copy()
-        probe.calc = calc
-        probe.positions[i, axis] += h
-        e_plus = probe.get_potential_energy()
-        probe.positions[i, axis] -= 2 * h
-        e_minus = probe.get_potential_energy()
-        errors.append(abs(-(e_plus - e_minus) / (2 * h) - forces[i, axis]))
+    errors = force_errors(atoms, calc, FD_COORDINATES)
     # Measured: PM7 3.4e-4, PM6-D3H4 7.7e-4 eV/A (MOPAC's own gradient accuracy).
     assert max(errors) <= 1e-3, errors
     # The probes moved atoms by 1e-3 A: all but the first job restarted.

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 import pytest
+
+from common import force_errors
 from ase import Atoms
 from ase.io import read
 from ase.optimize import BFGS
@@ -86,19 +88,7 @@ def test_registry_and_method_names():
 def test_hf_d3_forces_match_finite_differences():
     atoms = molecule(ACE_NME)
     calc = pyscf_engine.make_calculator("HF-D3", **FAST)
-    atoms.calc = calc
-    forces = atoms.get_forces()
-    assert forces.shape == (len(atoms), 3)
-    h = 1e-3
-    errors = []
-    for i, axis in FD_COORDINATES:
-        probe = atoms.copy()
-        probe.calc = calc
-        probe.positions[i, axis] += h
-        e_plus = probe.get_potential_energy()
-        probe.positions[i, axis] -= 2 * h
-        e_minus = probe.get_potential_energy()
-        errors.append(abs(-(e_plus - e_minus) / (2 * h) - forces[i, axis]))
+    errors = force_errors(atoms, calc, FD_COORDINATES)
     # Measured: 5.3e-5 eV/A.
     assert max(errors) <= 1e-3, errors
     assert calc.n_warm == calc.n_calls - 1 == 2 * len(FD_COORDINATES)
