@@ -6,7 +6,8 @@ by up to 0.005 A (an L-BFGS-sized step), so engines that reuse the previous
 SCF solution can do so.  Engines that are not available, or whose cold call
 is predicted to exceed --max-seconds, are reported as skipped.
 
-    python benchmarks/engines.py [--systems helix 3j63] [--max-seconds 300]
+    python benchmarks/engines.py [--systems helix 3j63] [--engines xtb mopac]
+                                 [--max-seconds 300]
 """
 
 import argparse
@@ -52,6 +53,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS))
     ap.add_argument("--max-seconds", type=float, default=300.0)
+    ap.add_argument("--engines", nargs="+", default=None, help="only these engines")
     args = ap.parse_args()
     from qrefine import engines
     rng = np.random.default_rng(1)
@@ -61,6 +63,8 @@ def main():
     for system in args.systems:
         atoms, charge = load(system)
         for engine, method in RUNS:
+            if args.engines and engine not in args.engines:
+                continue
             module = engines.engine_module(engine)
             ok, hint = module.availability()
             row = "| %s | %d | %s | %s |" % (system, len(atoms), engine, method)
