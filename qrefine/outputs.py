@@ -13,10 +13,14 @@ from qrefine.errors import QRefineError
 
 
 class OutputPaths:
+    """Output files of qr.refine; other commands override :meth:`_name_files`."""
+
     def __init__(self, prefix, directory):
         self.prefix = prefix
         self.directory = os.path.abspath(directory)
-        base = os.path.join(self.directory, prefix)
+        self._name_files(os.path.join(self.directory, prefix))
+
+    def _name_files(self, base):
         self.pdb = base + "_refined.pdb"
         self.cif = base + "_refined.cif"
         self.log = base + ".log"

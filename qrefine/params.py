@@ -15,6 +15,18 @@ from libtbx.utils import Sorry
 
 from qrefine.errors import QRefineError
 
+# The output scope every qrefine command shares.
+OUTPUT_PHIL_STR = """
+output {
+  prefix = None
+    .type = str
+    .help = "Prefix of output files; default: model file name without extension."
+  dir = "."
+    .type = path
+    .help = "Directory for output files (created if needed)."
+}
+"""
+
 MASTER_PHIL_STR = """
 restraints = *cctbx qm
   .type = choice
@@ -152,18 +164,7 @@ refine {
     .type = float
     .help = "Relative change of the target below which L-BFGS stops."
 }
-output {
-  prefix = None
-    .type = str
-    .help = "Prefix of output files; default: model file name without extension."
-  dir = "."
-    .type = path
-    .help = "Directory for output files (created if needed)."
-  overwrite = True
-    .type = bool
-    .help = "Replace existing output files of the same prefix."
-}
-"""
+"""+ OUTPUT_PHIL_STR
 
 
 def master_params():

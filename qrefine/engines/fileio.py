@@ -12,6 +12,7 @@ print Hartree and Hartree/Bohr gradients; :func:`energy_from_hartree` and
 (forces = -gradient).
 """
 
+import abc
 import contextlib
 import os
 import shutil
@@ -106,7 +107,7 @@ def _remove_tree(path, state):
         shutil.rmtree(path, ignore_errors=True)
 
 
-class ProgramCalculator(Calculator):
+class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
     """An ASE calculator that runs one external program job per geometry.
 
     Subclasses set ``program_name`` (for messages) and ``stale_outputs``
@@ -166,14 +167,19 @@ class ProgramCalculator(Calculator):
         self.results = {"energy": float(energy), "free_energy": float(energy),
                         "forces": forces}
 
+    # Each engine implements these three; ABCMeta refuses to instantiate one
+    # that does not.
+    @abc.abstractmethod
     def write_input(self, atoms):
-        raise NotImplementedError
+        """Write the program's input files for ``atoms`` into the workdir."""
 
+    @abc.abstractmethod
     def run_job(self, atoms):
-        raise NotImplementedError
+        """Run the program; raise EngineFailed when it fails."""
 
+    @abc.abstractmethod
     def read_output(self, atoms):
-        raise NotImplementedError
+        """Return (energy in eV, forces in eV/A) read from the outputs."""
 
     # -- helpers for subclasses ---------------------------------------------
     def path(self, name):

@@ -1,5 +1,7 @@
 """PHIL parameters of qr.finalise (parsed with ``qrefine.params.parse``)."""
 
+from qrefine.params import OUTPUT_PHIL_STR
+
 MASTER_PHIL_STR = """
 selection = None
   .type = str
@@ -26,12 +28,4 @@ keep_altlocs = False
 chem_data = None
   .type = path
   .help = "Directory with the cctbx chemistry data (mon_lib, rotarama_data, rama_z)."
-output {
-  prefix = None
-    .type = str
-    .help = "Prefix of output files; default: model file name without extension."
-  dir = "."
-    .type = path
-    .help = "Directory for output files (created if needed)."
-}
-"""
+""" + OUTPUT_PHIL_STR
