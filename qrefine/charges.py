@@ -481,3 +481,17 @@ def _symmetry_disulfides(model, sg_sites):
 
 def _join(a, b):
     return "%s; %s" % (a, b) if a else b
+
+
+def parse_ligand_charges(items):
+    """{RESNAME: charge} from ``ligand_charge=RESNAME:CHARGE`` values."""
+    from qrefine.errors import QRefineError
+    result = {}
+    for item in items or ():
+        name, _, charge = str(item).partition(":")
+        try:
+            result[name.strip().upper()] = int(charge)
+        except ValueError:
+            raise QRefineError("ligand_charge=%s: expected RESNAME:CHARGE, e.g. "
+                               "ligand_charge=NDP:-4" % item)
+    return result

@@ -196,7 +196,7 @@ def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
     """
     master = iotbx.phil.parse(master_str, process_includes=True)
     interpreter = master.command_line_argument_interpreter(home_scope="")
-    sources, files = [], []
+    sources, given, files = [], [], []
     for arg in args:
         if "=" in arg and not os.path.exists(arg):
             key, value = arg.split("=", 1)
@@ -205,6 +205,7 @@ def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
                 raise QRefineError(_unknown(key, master, program))
             try:
                 sources.append(interpreter.process(arg="%s=%s" % (key, value)))
+                given.append(arg)
             except Sorry as e:
                 raise QRefineError("bad value for %s: %s" % (key, e))
         elif arg.endswith((".eff", ".params", ".phil")) and os.path.isfile(arg):
@@ -217,16 +218,28 @@ def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
                 if not master.get(path).objects:
                     raise QRefineError("parameter file %s: %s" % (arg, _unknown(path, master, program)))
             sources.append(src)
+            given.append(arg)
         else:
             files.append(arg)
     try:
         working = master.fetch(sources=sources)
         params = working.extract()
     except (Sorry, RuntimeError) as e:
-        # libtbx reports bad values as Sorry or RuntimeError, with the
-        # offending key and value in the text.
-        raise QRefineError("bad parameter value: %s" % e)
+        # libtbx reports bad values as Sorry or RuntimeError; name the
+        # argument that carries the bad value.
+        culprit = next((a for a, src in zip(given, sources) if not _extracts(master, src)), None)
+        reason = " ".join(str(e).split()).split(" (command line argument")[0]
+        raise QRefineError("bad value %s: %s" % (culprit, reason) if culprit
+                           else "bad parameter value: %s" % reason)
     return params, files
+
+
+def _extracts(master, source):
+    try:
+        master.fetch(sources=[source]).extract()
+        return True
+    except (Sorry, RuntimeError):
+        return False
 
 
 def _leaf_matches(master, key):

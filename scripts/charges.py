@@ -27,6 +27,10 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(HELP)
         return 0
+    if argv[0] in ("--show-defaults", "--show_defaults"):
+        from qrefine import params as params_mod
+        sys.stdout.write(params_mod.show_defaults(MASTER_PHIL_STR))
+        return 0
     try:
         options = _parse(argv)
         from qrefine import charges
@@ -61,38 +65,35 @@ def main(argv=None):
         return 1
 
 
+MASTER_PHIL_STR = """
+restraints_cif = None
+  .type = path
+  .multiple = True
+  .help = "Ligand dictionary; its formal charges are used for that ligand."
+ligand_charge = None
+  .type = str
+  .multiple = True
+  .help = "Charge of a residue name the rules do not know, RESNAME:CHARGE (e.g. NDP:-4)."
+multiplicity = None
+  .type = int
+  .help = "Spin multiplicity to check the electron count against."
+"""
+
+
 def _parse(argv):
+    from qrefine import params as params_mod
+    from qrefine.charges import parse_ligand_charges
     from qrefine.errors import QRefineError
-    options = {"model": None, "restraints_cif": [],
-               "ligand_charges": {}, "multiplicity": None}
-    for arg in argv:
-        if "=" in arg:
-            key, value = arg.split("=", 1)
-            if key == "restraints_cif":
-                options["restraints_cif"].append(value)
-            elif key == "ligand_charge":
-                name, _, charge = value.partition(":")
-                try:
-                    options["ligand_charges"][name.strip().upper()] = int(charge)
-                except ValueError:
-                    raise QRefineError("ligand_charge=%s: expected RESNAME:CHARGE, "
-                                       "e.g. ligand_charge=NDP:-4" % value)
-            elif key == "multiplicity":
-                try:
-                    options["multiplicity"] = int(value)
-                except ValueError:
-                    raise QRefineError("multiplicity=%s is not an integer" % value)
-            else:
-                raise QRefineError("unknown parameter '%s' (qr.charges --help)" % key)
-        elif arg.startswith("-"):
-            raise QRefineError("unknown option %s (qr.charges --help)" % arg)
-        elif options["model"] is None:
-            options["model"] = arg
-        else:
-            raise QRefineError("more than one model given (%s, %s)" % (options["model"], arg))
-    if options["model"] is None:
-        raise QRefineError("no model given (qr.charges model.pdb)")
-    return options
+    p, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.charges")
+    flags = [f for f in files if f.startswith("-")]
+    if flags:
+        raise QRefineError("unknown option %s (qr.charges --help)" % flags[0])
+    if len(files) != 1:
+        raise QRefineError("give exactly one model (qr.charges model.pdb), got %s"
+                           % (", ".join(files) or "none"))
+    return {"model": files[0], "restraints_cif": list(p.restraints_cif or []),
+            "ligand_charges": parse_ligand_charges(p.ligand_charge),
+            "multiplicity": p.multiplicity}
 
 
 if __name__ == "__main__":

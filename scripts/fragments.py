@@ -23,15 +23,15 @@ atoms, and both wall times.  solvent= is passed to the engine (xtb:
 implicit solvent name, or none for vacuum; default: the engine's).
 """
 
-_INT = ("max_cluster_residues", "nproc")
-_FLOAT = ("buffer", "contact_cutoff")
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     from qrefine.errors import QRefineError
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(HELP)
+        return 0
+    if argv[0] in ("--show-defaults", "--show_defaults"):
+        from qrefine import params as params_mod
+        sys.stdout.write(params_mod.show_defaults(MASTER_PHIL_STR))
         return 0
     try:
         options = _parse(argv)
@@ -109,45 +109,60 @@ def _ranges(labels):
         ", ".join(labels[:3]), ", ".join(labels[-2:]))
 
 
+MASTER_PHIL_STR = """
+engine = xtb
+  .type = str
+  .help = "QM engine (qr.refine --engines lists them)."
+method = None
+  .type = str
+  .help = "Engine method; None: the engine default."
+max_cluster_residues = 15
+  .type = int
+  .help = "Largest cluster, in residues."
+buffer = 8.0
+  .type = float
+  .help = "Residues within this distance (A) of a cluster join its fragment."
+nproc = 1
+  .type = int
+  .help = "Processes computing fragments in parallel."
+cap_gradients = *project drop
+  .type = choice
+  .help = "Carry cap-H gradients back onto the cut bond's atoms, or drop them."
+solvent = None
+  .type = str
+  .help = "Implicit solvent for the engine (xtb: a solvent name, or none); None: the engine default."
+compare = False
+  .type = bool
+  .help = "Also compute the whole-model gradient and report the fragment gradient's error."
+contact_cutoff = 4.0
+  .type = float
+  .help = "Heavy-atom distance (A) below which two residues count as in contact."
+ligand_charge = None
+  .type = str
+  .multiple = True
+  .help = "Charge of a residue name the rules do not know, RESNAME:CHARGE."
+"""
+
+
 def _parse(argv):
+    from qrefine import params as params_mod
+    from qrefine.charges import parse_ligand_charges
     from qrefine.errors import QRefineError
-    from qrefine.fragments.restraints import DEFAULT_BUFFER, DEFAULT_MAX_CLUSTER_RESIDUES
-    o = {"model": None, "engine": "xtb", "method": None,
-         "max_cluster_residues": DEFAULT_MAX_CLUSTER_RESIDUES, "buffer": DEFAULT_BUFFER,
-         "nproc": 1, "cap_gradients": "project", "compare": False, "contact_cutoff": 4.0,
-         "ligand_charges": {}, "options": {}}
-    for arg in argv:
-        if "=" in arg:
-            key, value = arg.split("=", 1)
-            try:
-                if key in _INT:
-                    o[key] = int(value)
-                elif key in _FLOAT:
-                    o[key] = float(value)
-                elif key == "compare":
-                    if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                        raise ValueError(value)
-                    o[key] = value.lower() in ("true", "yes", "1")
-                elif key in ("engine", "method", "cap_gradients"):
-                    o[key] = value
-                elif key == "solvent":
-                    o["options"]["solvent"] = None if value.lower() == "none" else value
-                elif key == "ligand_charge":
-                    name, _, charge = value.partition(":")
-                    o["ligand_charges"][name.strip().upper()] = int(charge)
-                else:
-                    raise QRefineError("unknown parameter '%s' (qr.fragments --help)" % key)
-            except ValueError:
-                raise QRefineError("%s=%s: not a valid value" % (key, value))
-        elif arg.startswith("-"):
-            raise QRefineError("unknown option %s (qr.fragments --help)" % arg)
-        elif o["model"] is None:
-            o["model"] = arg
-        else:
-            raise QRefineError("more than one model given (%s, %s)" % (o["model"], arg))
-    if o["model"] is None:
-        raise QRefineError("no model given (qr.fragments model.pdb)")
-    return o
+    p, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.fragments")
+    flags = [f for f in files if f.startswith("-")]
+    if flags:
+        raise QRefineError("unknown option %s (qr.fragments --help)" % flags[0])
+    if len(files) != 1:
+        raise QRefineError("give exactly one model (qr.fragments model.pdb), got %s"
+                           % (", ".join(files) or "none"))
+    options = {}
+    if p.solvent is not None:
+        options["solvent"] = None if p.solvent.lower() == "none" else p.solvent
+    return {"model": files[0], "engine": p.engine, "method": p.method,
+            "max_cluster_residues": p.max_cluster_residues, "buffer": p.buffer,
+            "nproc": p.nproc, "cap_gradients": p.cap_gradients, "compare": p.compare,
+            "contact_cutoff": p.contact_cutoff,
+            "ligand_charges": parse_ligand_charges(p.ligand_charge), "options": options}
 
 
 if __name__ == "__main__":
