@@ -156,6 +156,40 @@ def test_truncated_side_chains_are_rebuilt(structures):
     assert regularise.clashes_involving(done, built) == []
 
 
+
+def test_contact_term_exempts_hydrogen_bonds(structures):
+    """Polar H are probe donors and O acceptors, so an N-H...O=C H-bond is
+    no clash for the regularisation (as in probe)."""
+    from qrefine import model_io
+    from qrefine.finalise import finalise, regularise
+    model = finalise(_read(structures, STRUCTURES_3DTJ, "chain A and resseq 166:176"),
+                     _fast()).model
+    model_io.process(model, "piece")
+    atoms = model.get_hierarchy().atoms()
+    term = regularise.ContactTerm(model, np.array([a.element_is_hydrogen() for a in atoms]))
+    index = {(a.parent().parent().resseq.strip(), a.name.strip()): a.i_seq for a in atoms}
+    assert term.donor_h[index[("173", "H")]] and term.acceptor[index[("169", "O")]]
+    assert not term.donor_h[index[("173", "HA")]]
+    term.update_pairs(model.get_sites_cart().as_numpy_array())
+    pairs = {tuple(sorted(p)) for p in term.pairs.tolist()}
+    assert tuple(sorted((index[("173", "H")], index[("169", "O")]))) not in pairs
+
+
+def test_regularisation_clears_riding_hydrogen_clashes(structures):
+    """3dtj LYS A 203 HG2 rides into O of LYS A 199; at the base contact
+    weight it stays at a clash, the per-pair escalation moves it off."""
+    from qrefine.finalise import finalise, regularise
+    model = _read(structures, STRUCTURES_3DTJ, "chain A and resseq 196:206")
+    result = finalise(model, _fast())
+    _assert_heavy_atoms_kept(model, result.model)
+    done = result.model
+    from qrefine import model_io
+    model_io.process(done, "piece")
+    hydrogens = np.array([a.element_is_hydrogen() for a in done.get_hierarchy().atoms()])
+    assert result.regularisation is not None
+    assert regularise.clashes_involving(done, hydrogens) == []
+
+
 # --- hydrogens and termini ---------------------------------------------------
 
 def test_hydrogen_count_is_that_of_the_library(structures):
