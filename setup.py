@@ -26,7 +26,11 @@ setup(
         "pyscf",
         "dftd3",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        # parallel.backend=dask: fragments on a Dask cluster.
+        "dask": ["dask[distributed]"],
+        "test": ["pytest", "dask[distributed]"],
+    },
     entry_points={
         "console_scripts": [
             "qr.refine=qrefine.scripts.refine:main",

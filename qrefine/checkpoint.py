@@ -21,7 +21,7 @@ FORMAT = 1
 def fingerprint(inputs, parameters):
     """What must match for a checkpoint to be reused: inputs and the
     parameters that change results (not output names, restart, nproc)."""
-    skip = ("output.", "restart", "nproc")
+    skip = ("output.", "restart", "nproc", "parallel.")
     return {"inputs": {k: (os.path.abspath(v) if isinstance(v, str) else v)
                        for k, v in inputs.items()},
             "parameters": {k: v for k, v in parameters.items() if not k.startswith(skip)}}

@@ -134,6 +134,14 @@ fragments {
     .type = float
     .help = "qm.clustering=true: rebuild clusters when an atom has moved this far (A) since clustering."
 }
+parallel {
+  backend = *local dask
+    .type = choice
+    .help = "qm.clustering=true: where fragments run; local: nproc processes on this machine; dask: tasks on a running Dask cluster (needs parallel.scheduler=; pip install qrefine[dask])."
+  scheduler = None
+    .type = str
+    .help = "backend=dask: address of the Dask scheduler (tcp://host:8786) or its scheduler file (.json); start scheduler and workers with dask scheduler/dask worker, or dask-jobqueue on SLURM/PBS/SGE."
+}
 reflections {
   labels = None
     .type = str

@@ -119,12 +119,15 @@ def run(params, files, paths, reporter, argv=()):
     timings["read_inputs_s"] = time.time() - t
 
     t = time.time()
-    restraints = build_restraints(model, model_path, params, paths.failed_dir)
+    restraints = build_restraints(model, model_path, params, paths.failed_dir,
+                                  reporter=reporter)
     if params.restraints == "qm" and params.qm.clustering:
+        where = ("%d process(es)" % params.nproc if params.parallel.backend == "local"
+                 else "Dask scheduler %s" % params.parallel.scheduler)
         reporter.info("QM restraints: engine %s, method %s, fragments (clusters of at most %d "
-                      "residues, %.1f A buffer), %d process(es)" % (
+                      "residues, %.1f A buffer), %s" % (
                           params.engine, restraints.method, params.fragments.max_cluster_residues,
-                          params.fragments.buffer, params.nproc))
+                          params.fragments.buffer, where))
     elif params.restraints == "qm":
         reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, "
                       "whole model" % (params.engine, restraints.method, restraints.charge,

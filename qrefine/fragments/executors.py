@@ -5,17 +5,33 @@ fragment's identity) across calls, so SCF warm starts work, and answers
 ``run(jobs) -> [(energy, gradient)]`` in the order of ``jobs`` (kcal/mol,
 relative to the fragment's first energy, and kcal/mol/A, as
 :class:`~qrefine.restraints.qm.QMRestraints` gives them).
-A job is ``(key, symbols, charge, multiplicity, positions)``.  Another
-backend (Dask, MPI) only has to provide ``run``, ``retain`` and ``close``.
+A job is ``(key, symbols, charge, multiplicity, positions)``.  An executor
+provides ``run``, ``retain(keys)`` (release the calculators of all other
+fragments), ``stats()`` and ``close()``, and calls its ``progress``
+attribute, when set, as ``progress(done, total)`` each time a fragment
+finishes.  Backends: :class:`SerialExecutor`, :class:`ProcessExecutor` and
+:class:`~qrefine.fragments.dask_executor.DaskExecutor` (a Dask cluster).
+
+Reference energies.  Calculators compute absolute energies; the executor,
+in the calling process, subtracts each fragment's first energy (kept until
+the fragment is released by ``retain``).  A fragment whose calculator is lost
+(a dead worker) and is computed again elsewhere therefore keeps its
+reference: its energies stay on one scale, whichever worker computes them.
 
 :class:`ProcessExecutor` starts ``nproc`` worker processes (``spawn``, so
 no OpenMP or engine state is inherited) and assigns each fragment to one
 worker for good, the least loaded by estimated cost (atoms cubed), so the
 worker that holds a fragment's calculator always gets its next call.  Each
-worker's engine gets ``threads`` OpenMP threads.
+worker's engine gets ``threads`` OpenMP threads.  Results come back one
+fragment at a time.  A worker that dies (killed, out of memory, a crash in
+the engine library) is started again and the jobs it had not answered are
+run once more on the new process (cold starts); results already received
+are kept.  If it dies again on that retry, the call fails with a
+:class:`~qrefine.errors.QRefineError`.
 """
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import traceback
 
@@ -24,7 +40,8 @@ from qrefine.errors import QRefineError
 
 class _Calculators:
     """Engine calculators per fragment key (a QMRestraints each, for its
-    retries and failed-input handling)."""
+    retries and failed-input handling).  ``compute`` returns the absolute
+    energy in kcal/mol and the gradient in kcal/mol/A."""
 
     def __init__(self, engine, method, options, failed_dir):
         self.engine, self.method, self.options = engine, method, dict(options or {})
@@ -42,6 +59,8 @@ class _Calculators:
                                   multiplicity=multiplicity, options=self.options,
                                   failed_dir=self.failed_dir,
                                   label="fragment of %d atoms" % len(symbols))
+            # Absolute energies: the reference is kept by the executor (see above).
+            source.reference_energy = 0.0
             self.sources[key] = source
         calls, retries, seconds = source.calls, source.retries, source.seconds
         result = source.value_and_gradient(positions)
@@ -50,28 +69,62 @@ class _Calculators:
         self.seconds += source.seconds - seconds
         return result
 
+    def stats(self):
+        return (self.calls, self.retries, self.seconds)
+
     def retain(self, keys):
         keys = set(keys)
         for k in [k for k in self.sources if k not in keys]:
             del self.sources[k]
 
 
+class References:
+    """First energy of each fragment, kept by the calling process."""
+
+    def __init__(self):
+        self.first = {}
+
+    def relative(self, key, result):
+        energy, grad = result
+        return energy - self.first.setdefault(key, energy), grad
+
+    def retain(self, keys):
+        keys = set(keys)
+        for k in [k for k in self.first if k not in keys]:
+            del self.first[k]
+
+
+def stats_dict(calls, retries, seconds):
+    return {"engine_calls": int(calls), "engine_retries": int(retries),
+            "engine_s": round(float(seconds), 3)}
+
+
+def report(progress, done, total):
+    if progress is not None:
+        progress(done, total)
+
+
 class SerialExecutor:
     """Fragments one after the other, in this process."""
 
-    def __init__(self, engine, method=None, options=None, failed_dir=None):
+    def __init__(self, engine, method=None, options=None, failed_dir=None, progress=None):
         self._calcs = _Calculators(engine, method, options, failed_dir)
+        self._refs = References()
+        self.progress = progress
 
     def run(self, jobs):
-        return [self._calcs.compute(*job) for job in jobs]
+        out = []
+        for job in jobs:
+            out.append(self._refs.relative(job[0], self._calcs.compute(*job)))
+            report(self.progress, len(out), len(jobs))
+        return out
 
     def retain(self, keys):
         self._calcs.retain(keys)
+        self._refs.retain(keys)
 
     def stats(self):
-        c = self._calcs
-        return {"engine_calls": c.calls, "engine_retries": c.retries,
-                "engine_s": round(c.seconds, 3)}
+        return stats_dict(*self._calcs.stats())
 
     def close(self):
         self._calcs.sources.clear()
@@ -83,93 +136,170 @@ def _worker(conn, engine, method, options, failed_dir, threads):
     import qrefine  # noqa: F401  (cctbx before scipy)
     calcs = _Calculators(engine, method, options, failed_dir)
     while True:
-        message = conn.recv()
+        try:
+            message = conn.recv()
+        except EOFError:  # the parent is gone
+            return
         if message[0] == "close":
             conn.close()
             return
-        try:
-            if message[0] == "run":
-                out = [calcs.compute(*job) for job in message[1]]
-                conn.send(("ok", out, (calcs.calls, calcs.retries, calcs.seconds)))
-            elif message[0] == "retain":
-                calcs.retain(message[1])
-                conn.send(("ok", None, None))
-        except Exception as e:  # sent back and raised in the parent
-            conn.send(("error", "%s: %s" % (type(e).__name__, e), traceback.format_exc()))
+        if message[0] == "run":
+            # One message per fragment, so that a death loses only the
+            # unanswered ones; the first failure ends the batch.
+            for i, job in message[1]:
+                try:
+                    conn.send(("result", i, calcs.compute(*job)))
+                except Exception as e:  # sent back and raised in the parent
+                    conn.send(("error", i, "%s: %s" % (type(e).__name__, e),
+                               traceback.format_exc()))
+                    break
+        elif message[0] == "retain":
+            calcs.retain(message[1])
+        conn.send(("end", calcs.stats()))
 
 
 class ProcessExecutor:
     """Fragments in ``nproc`` worker processes, each fragment always in the same one."""
 
     def __init__(self, engine, method=None, options=None, failed_dir=None, nproc=2,
-                 threads=1):
-        ctx = multiprocessing.get_context("spawn")
-        self._conns = []
-        self._procs = []
-        for _ in range(int(nproc)):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, daemon=True,
-                            args=(child, engine, method, options, failed_dir, threads))
-            p.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(p)
+                 threads=1, progress=None):
+        self._ctx = multiprocessing.get_context("spawn")
+        self._args = (engine, method, options, failed_dir, threads)
+        n = int(nproc)
+        self._conns = [None] * n
+        self._procs = [None] * n
+        for w in range(n):
+            self._spawn(w)
         self._owner = {}
-        self._load = [0.0] * len(self._procs)
-        self._stats = [(0, 0, 0.0)] * len(self._procs)
+        self._cost = {}
+        self._load = [0.0] * n
+        self._stats = [(0, 0, 0.0)] * n
+        self._lost_stats = (0, 0, 0.0)  # of workers that died
+        self._refs = References()
+        self.respawns = 0
+        self.retried_jobs = 0
+        self.progress = progress
+
+    # -- worker processes ---------------------------------------------------
+
+    def _spawn(self, w):
+        parent, child = self._ctx.Pipe()
+        p = self._ctx.Process(target=_worker, daemon=True, args=(child,) + self._args)
+        p.start()
+        child.close()
+        self._conns[w], self._procs[w] = parent, p
+
+    def _respawn(self, w):
+        """Replace worker ``w`` (dead or out of step) by a fresh process."""
+        self._lost_stats = tuple(a + b for a, b in zip(self._lost_stats, self._stats[w]))
+        self._stats[w] = (0, 0, 0.0)
+        try:
+            self._conns[w].close()
+        except OSError:
+            pass
+        p = self._procs[w]
+        if p.is_alive():
+            p.kill()
+        p.join(timeout=10)
+        self._spawn(w)
+        self.respawns += 1
+
+    def _send(self, w, message):
+        """Send, starting the worker again first if it has died; False if
+        even the fresh one cannot be reached."""
+        for attempt in range(2):
+            if not self._procs[w].is_alive():
+                self._respawn(w)
+            try:
+                self._conns[w].send(message)
+                return True
+            except (OSError, EOFError):  # BrokenPipeError: died just now
+                self._respawn(w)
+        return False
+
+    # -- executor -------------------------------------------------------------
 
     def run(self, jobs):
-        per_worker = [[] for _ in self._procs]
-        slots = []
-        for job in jobs:
+        per_worker = {}
+        for i, job in enumerate(jobs):
             key = job[0]
             if key not in self._owner:
-                w = min(range(len(self._load)), key=lambda i: (self._load[i], i))
+                w = min(range(len(self._load)), key=lambda k: (self._load[k], k))
                 self._owner[key] = w
-                self._load[w] += float(len(job[1])) ** 3
-            w = self._owner[key]
-            slots.append((w, len(per_worker[w])))
-            per_worker[w].append(job)
-        for w, conn in enumerate(self._conns):
-            if per_worker[w]:
-                conn.send(("run", per_worker[w]))
-        results = [None] * len(self._conns)
+                self._cost[key] = float(len(job[1])) ** 3
+                self._load[w] += self._cost[key]
+            per_worker.setdefault(self._owner[key], []).append(i)
+        results = [None] * len(jobs)
+        outstanding = {}   # worker -> job indices sent and not yet answered
+        retried = set()
         errors = []
-        for w, conn in enumerate(self._conns):
-            if per_worker[w]:
-                status, out, extra = self._receive(w)
-                if status == "ok":
-                    results[w] = out
-                    self._stats[w] = extra
-                else:
-                    errors.append(out)
+        done = 0
+
+        def dispatch(w, indices):
+            if self._send(w, ("run", [(i, jobs[i]) for i in indices])):
+                outstanding[w] = set(indices)
+            else:
+                errors.append("fragment worker process %d cannot be started" % w)
+
+        for w, indices in sorted(per_worker.items()):
+            dispatch(w, indices)
+        while outstanding:
+            by_conn = {self._conns[w]: w for w in outstanding}
+            for conn in multiprocessing.connection.wait(list(by_conn)):
+                w = by_conn[conn]
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    left = sorted(outstanding.pop(w))
+                    code = self._procs[w].exitcode
+                    self._respawn(w)
+                    if not left:
+                        continue
+                    if w in retried:
+                        errors.append("fragment worker process %d died twice in one "
+                                      "evaluation (exit code %s)" % (w, code))
+                    elif not errors:
+                        retried.add(w)
+                        self.retried_jobs += len(left)
+                        dispatch(w, left)
+                    continue
+                if message[0] == "result":
+                    i = message[1]
+                    results[i] = self._refs.relative(jobs[i][0], message[2])
+                    outstanding[w].discard(i)
+                    done += 1
+                    report(self.progress, done, len(jobs))
+                elif message[0] == "error":
+                    errors.append(message[2])
+                else:  # "end"
+                    self._stats[w] = message[1]
+                    outstanding.pop(w)
         if errors:
             raise QRefineError("fragment calculation failed in a worker: %s" % errors[0])
-        return [results[w][i] for w, i in slots]
-
-    def _receive(self, w):
-        try:
-            return self._conns[w].recv()
-        except EOFError:
-            raise QRefineError("fragment worker process %d died (exit code %s)"
-                               % (w, self._procs[w].exitcode))
+        return results
 
     def retain(self, keys):
         keys = set(keys)
         for key in [k for k in self._owner if k not in keys]:
             w = self._owner.pop(key)
-            self._load[w] -= float(len(key[0]) + len(key[1])) ** 3
-        for w, conn in enumerate(self._conns):
-            conn.send(("retain", [k for k, o in self._owner.items() if o == w]))
-        for w in range(len(self._conns)):
-            status, out, _ = self._receive(w)
-            if status != "ok":
-                raise QRefineError("fragment worker: %s" % out)
+            self._load[w] -= self._cost.pop(key)
+        self._refs.retain(keys)
+        sent = [w for w in range(len(self._conns))
+                if self._send(w, ("retain", [k for k, o in self._owner.items() if o == w]))]
+        for w in sent:
+            try:
+                message = self._conns[w].recv()
+            except (EOFError, OSError):
+                self._respawn(w)  # a fresh worker holds nothing: retained by definition
+                continue
+            self._stats[w] = message[1]
 
     def stats(self):
-        return {"engine_calls": sum(s[0] for s in self._stats),
-                "engine_retries": sum(s[1] for s in self._stats),
-                "engine_s": round(sum(s[2] for s in self._stats), 3)}
+        totals = [sum(s[k] for s in self._stats) + self._lost_stats[k] for k in range(3)]
+        out = stats_dict(*totals)
+        out["worker_restarts"] = self.respawns
+        out["retried_fragments"] = self.retried_jobs
+        return out
 
     def close(self):
         for conn, p in zip(self._conns, self._procs):

@@ -31,6 +31,15 @@ fell by 906; the fragment source gave -1561 and a true fall of 906, the same
 as minimising the whole-model energy itself.  Log it as a target, not as an
 energy.
 
+Execution.  Fragments run through an executor (see
+:mod:`qrefine.fragments.executors`): in this process (``nproc=1``), in
+``nproc`` local worker processes (``backend="local"``), or as tasks on a Dask
+cluster (``backend="dask"``, ``scheduler=`` its address; see
+:mod:`qrefine.fragments.dask_executor`).  Each keeps a fragment's calculator
+between calls and every backend gives the same numbers.  With a
+``reporter``, a transient "fragments 12/40" line shows how far an
+evaluation is.
+
 Re-clustering.  Clusters and buffers are built at the first call and again
 whenever an atom has moved more than ``recluster_shift`` A from where it was
 at the last clustering.  Calculators of fragments that did not change are
@@ -64,16 +73,20 @@ class FragmentQMRestraints:
     :class:`~qrefine.restraints.qm.QMRestraints`; ``residue_charges``: one
     charge per residue (default: :func:`qrefine.charges.residue_charges`
     with ``ligand_charges``); ``nproc``: worker processes (1 = serial);
-    ``threads``: OpenMP threads per worker (default: cores / nproc);
+    ``threads``: OpenMP threads per worker (default: cores / nproc, 1 on
+    Dask); ``backend``: ``"local"`` (processes on this machine) or
+    ``"dask"`` (tasks on the Dask scheduler at ``scheduler``);
     ``executor``: any object with ``run``/``retain``/``close`` (overrides
-    ``nproc``).
+    ``nproc`` and ``backend``); ``reporter``: a
+    :class:`~qrefine.log.Reporter` for the fragment progress line.
     """
 
     def __init__(self, model, engine="xtb", method=None, options=None,
                  max_cluster_residues=DEFAULT_MAX_CLUSTER_RESIDUES, buffer=DEFAULT_BUFFER,
                  recluster_shift=DEFAULT_RECLUSTER_SHIFT, cap_gradients="project",
                  nproc=1, threads=None, residue_charges=None, ligand_charges=None,
-                 contact_cutoff=4.0, failed_dir=None, executor=None):
+                 contact_cutoff=4.0, failed_dir=None, executor=None, backend="local",
+                 scheduler=None, reporter=None):
         if cap_gradients not in CAP_GRADIENTS:
             raise QRefineError("cap_gradients must be one of %s, got %r"
                                % (", ".join(CAP_GRADIENTS), cap_gradients))
@@ -96,13 +109,25 @@ class FragmentQMRestraints:
             from qrefine.charges import residue_charges as charges_of
             residue_charges = [r.charge for r in charges_of(model, ligand_charges)]
         self.residue_charges = [int(c) for c in residue_charges]
+        self.reporter = reporter
         if executor is None:
-            if int(nproc) > 1:
+            if backend == "dask":
+                from qrefine.fragments.dask_executor import DaskExecutor
+                executor = DaskExecutor(engine, self.method, options, failed_dir,
+                                        scheduler=scheduler, threads=int(threads or 1),
+                                        progress=self._progress)
+            elif backend != "local":
+                raise QRefineError("backend must be local or dask, got %r" % (backend,))
+            elif int(nproc) > 1:
                 threads = threads or max(1, (os.cpu_count() or 1) // int(nproc))
                 executor = ProcessExecutor(engine, self.method, options, failed_dir,
-                                           nproc=int(nproc), threads=int(threads))
+                                           nproc=int(nproc), threads=int(threads),
+                                           progress=self._progress)
             else:
-                executor = SerialExecutor(engine, self.method, options, failed_dir)
+                executor = SerialExecutor(engine, self.method, options, failed_dir,
+                                          progress=self._progress)
+        elif getattr(executor, "progress", False) is None:
+            executor.progress = self._progress
         self.executor = executor
         self.graph = None
         self.clusters = None
@@ -114,6 +139,14 @@ class FragmentQMRestraints:
         self._last_sites = None
         self._last_grad = None
         self._value = 0.0
+
+    def _progress(self, done, total):
+        if self.reporter is None:
+            return
+        if done < total:
+            self.reporter.progress("fragments %d/%d" % (done, total))
+        else:
+            self.reporter.end_progress()
 
     # -- clustering ---------------------------------------------------------
 

@@ -52,7 +52,31 @@ def engine_options(module, qm_params):
     return options
 
 
-def build_restraints(model, model_path, params, failed_dir):
+def check_parallel(params):
+    """One-line errors for parallel.* settings that cannot work; returns
+    (backend, scheduler)."""
+    parallel = getattr(params, "parallel", None)
+    backend = getattr(parallel, "backend", None) or "local"
+    scheduler = getattr(parallel, "scheduler", None)
+    clustering = params.restraints == "qm" and params.qm.clustering
+    if backend == "dask":
+        if not clustering:
+            raise QRefineError("parallel.backend=dask runs QM fragments on a Dask cluster; it "
+                               "needs restraints=qm qm.clustering=true")
+        if not scheduler:
+            raise QRefineError("parallel.backend=dask needs the address of a running Dask "
+                               "scheduler: set parallel.scheduler=tcp://host:8786")
+        from qrefine.fragments.dask_executor import import_distributed
+        import_distributed()
+    elif scheduler:
+        raise QRefineError("parallel.scheduler=%s is only used with parallel.backend=dask; "
+                           "add parallel.backend=dask or remove parallel.scheduler" % scheduler)
+    return backend, scheduler
+
+
+def build_restraints(model, model_path, params, failed_dir, reporter=None):
+    """The restraint source; ``reporter`` (optional) shows fragment progress."""
+    backend, scheduler = check_parallel(params)
     if params.restraints == "cctbx":
         return CctbxGeometry(model)
     from qrefine import charges
@@ -69,7 +93,8 @@ def build_restraints(model, model_path, params, failed_dir):
             options=engine_options(module, params.qm),
             max_cluster_residues=params.fragments.max_cluster_residues,
             buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
-            nproc=params.nproc, failed_dir=failed_dir)
+            nproc=params.nproc, failed_dir=failed_dir, backend=backend,
+            scheduler=scheduler, reporter=reporter)
     # Deuterium is hydrogen to the electrons.
     symbols = ["H" if s == "D" else s for s in
                (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]

@@ -1,0 +1,298 @@
+"""Fragment execution backends: a real Dask cluster (scheduler and two workers
+as separate processes on 127.0.0.1) and local worker processes, against the
+serial executor; a worker killed during an evaluation; parallel.* errors.
+
+GFN-FF on the 1us0 helix (94 atoms), small clusters: well under a second of
+engine time per evaluation.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from qrefine import params as params_mod
+from qrefine.errors import QRefineError
+
+CLUSTER = dict(max_cluster_residues=3, buffer=3.0)
+START_TIMEOUT = 90.0  # s; a loaded 2-core CI machine imports slowly
+EVALUATION_TIMEOUT = 120.0  # s; fail, not hang
+
+# Loaded by each Dask worker (--preload): every fragment takes a little
+# longer, so that a worker can be killed while it still has tasks.
+SLOW_PRELOAD = """
+import time
+import qrefine  # noqa: F401  (cctbx before scipy)
+from qrefine.fragments import executors
+
+# Dask may import a preload file more than once: wrap the original only once.
+original = getattr(executors._Calculators, "unslowed_compute", executors._Calculators.compute)
+
+
+def compute(self, *args, **kwargs):
+    time.sleep(0.2)
+    return original(self, *args, **kwargs)
+
+
+executors._Calculators.unslowed_compute = original
+executors._Calculators.compute = compute
+"""
+
+
+def _xtb_or_skip():
+    from qrefine import engines
+    try:
+        ok, note = engines.engine_module("xtb").availability()
+    except QRefineError as e:
+        ok, note = False, str(e)
+    if not ok:
+        pytest.skip("xtb not available: %s" % note)
+
+
+@pytest.fixture(scope="module")
+def helix(structures):
+    from qrefine.model_io import read_model
+    return read_model(os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb"),
+                      make_restraints=False)
+
+
+@pytest.fixture(scope="module")
+def serial_results(helix):
+    """Serial gradients and fragment energies at two geometries."""
+    _xtb_or_skip()
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    sites = np.array(helix.get_sites_cart())
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", **CLUSTER)
+    points = [sites, sites + 0.01]
+    out = [source.gradient(x) for x in points]
+    assert len(source.fragments) >= 4
+    return points, out
+
+
+def _same(result, expected):
+    (g1, e1), (g2, e2) = result, expected
+    assert np.abs(g1 - g2).max() < 1e-6
+    assert np.abs(np.array(e1) - np.array(e2)).max() < 1e-6
+
+
+# -- a Dask cluster of separate processes ------------------------------------------
+
+class _Cluster:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = {}
+        self.address = None
+        self.env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self.preload = os.path.join(workdir, "slow_fragments.py")
+        with open(self.preload, "w") as f:
+            f.write(SLOW_PRELOAD)
+
+    def _spawn(self, name, args):
+        log = open(os.path.join(self.workdir, name + ".log"), "w")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m"] + args, cwd=self.workdir,
+                                            env=self.env, stdout=log, stderr=log,
+                                            start_new_session=True)
+        log.close()
+
+    def start_scheduler(self):
+        path = os.path.join(self.workdir, "scheduler.json")
+        self._spawn("scheduler", ["distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", "0", "--no-dashboard", "--scheduler-file", path,
+                                  "--idle-timeout", "600"])  # no orphan if pytest is killed
+        deadline = time.time() + START_TIMEOUT
+        while time.time() < deadline:
+            if self.procs["scheduler"].poll() is not None:
+                raise RuntimeError("dask scheduler exited: %s" % self.log("scheduler"))
+            try:
+                with open(path) as f:
+                    self.address = json.load(f)["address"]
+                return
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.2)
+        raise RuntimeError("dask scheduler did not start: %s" % self.log("scheduler"))
+
+    def start_worker(self, name):
+        self._spawn(name, ["distributed.cli.dask_worker", self.address, "--name", name,
+                           "--nworkers", "1", "--nthreads", "1", "--no-nanny",
+                           "--host", "127.0.0.1", "--no-dashboard", "--preload", self.preload,
+                           "--death-timeout", "60"])
+
+    def log(self, name):
+        try:
+            with open(os.path.join(self.workdir, name + ".log")) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def kill(self, name):
+        p = self.procs[name]
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=30)
+
+    def shutdown(self):
+        for name in list(self.procs):
+            self.kill(name)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    distributed = pytest.importorskip("distributed")
+    cluster = _Cluster(str(tmp_path_factory.mktemp("dask")))
+    try:
+        cluster.start_scheduler()
+        for name in ("w0", "w1"):
+            cluster.start_worker(name)
+        with distributed.Client(cluster.address, timeout=START_TIMEOUT) as client:
+            client.wait_for_workers(2, timeout=START_TIMEOUT)
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def test_dask_equals_serial(helix, serial_results, dask_cluster):
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    points, expected = serial_results
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", backend="dask",
+                                  scheduler=dask_cluster.address, **CLUSTER)
+    source.executor.timeout = EVALUATION_TIMEOUT
+    try:
+        _same(source.gradient(points[0]), expected[0])
+        holders = set(source.executor._where.values())
+        _same(source.gradient(points[1]), expected[1])
+        # both workers got fragments, and each fragment stayed where it was
+        assert len(holders) == 2
+        assert set(source.executor._where.values()) == holders
+        stats = source.timing()
+        assert stats["engine_calls"] == 2 * len(source.fragments)
+        assert stats["resubmitted_tasks"] == 0
+    finally:
+        source.close()
+
+
+def test_dask_worker_killed_during_evaluation(helix, serial_results, dask_cluster):
+    from qrefine.fragments.dask_executor import DaskExecutor
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    points, expected = serial_results
+    killed = []
+
+    def kill_a_busy_worker(done, total):
+        if killed or done != 1:
+            return
+        client = executor.client
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+        busy = [a for a, keys in client.processing().items() if keys]
+        victim = names[(busy or sorted(names))[0]]
+        dask_cluster.kill(victim)
+        killed.append(victim)
+
+    executor = DaskExecutor("xtb", "GFN-FF", scheduler=dask_cluster.address,
+                            progress=kill_a_busy_worker, timeout=EVALUATION_TIMEOUT)
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", executor=executor, **CLUSTER)
+    try:
+        _same(source.gradient(points[0]), expected[0])
+        assert len(killed) == 1
+        # the next evaluation runs on the one worker left, cold for the moved fragments
+        _same(source.gradient(points[1]), expected[1])
+        assert len(set(executor._where.values())) == 1
+    finally:
+        source.close()
+        dask_cluster.start_worker("w2")  # back to two workers for anything after this
+
+
+def test_dask_bad_scheduler_is_one_line_error():
+    pytest.importorskip("distributed")
+    from qrefine.fragments.dask_executor import DaskExecutor
+    with pytest.raises(QRefineError) as e:
+        DaskExecutor("xtb", "GFN-FF", scheduler="tcp://127.0.0.1:1", connect_timeout=2)
+    assert "parallel.scheduler=" in str(e.value) and "\n" not in str(e.value)
+
+
+# -- local worker processes --------------------------------------------------------
+
+def test_process_worker_killed_between_and_during(helix, serial_results):
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    points, expected = serial_results
+    killed = []
+
+    def kill_worker_0(done, total):
+        if done == 1 and not killed:
+            source.executor._procs[0].kill()
+            killed.append(0)
+
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", nproc=2, threads=1, **CLUSTER)
+    try:
+        executor = source.executor
+        _same(source.gradient(points[0]), expected[0])
+        # between evaluations
+        executor._procs[1].kill()
+        executor._procs[1].join(timeout=30)
+        _same(source.gradient(points[1]), expected[1])
+        assert executor.stats()["worker_restarts"] == 1
+        # during an evaluation: worker 0 dies after the first fragment came back
+        executor.progress = kill_worker_0
+        _same(source.gradient(points[0]), expected[0])
+        assert killed and executor.stats()["worker_restarts"] == 2
+        assert all(p.is_alive() for p in executor._procs)
+    finally:
+        source.close()
+
+
+# -- parameters -----------------------------------------------------------------------
+
+def _build(args):
+    from qrefine.restraints.factory import build_restraints
+    p, _ = params_mod.parse(args)
+    return build_restraints(None, "model.pdb", p, None)
+
+
+def test_dask_without_scheduler_is_one_line_error():
+    with pytest.raises(QRefineError) as e:
+        _build(["restraints=qm", "qm.clustering=true", "parallel.backend=dask"])
+    assert "parallel.scheduler=" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_dask_without_clustering_is_an_error():
+    with pytest.raises(QRefineError) as e:
+        _build(["restraints=qm", "parallel.backend=dask", "parallel.scheduler=tcp://h:8786"])
+    assert "qm.clustering=true" in str(e.value)
+    with pytest.raises(QRefineError) as e:
+        _build(["restraints=qm", "qm.clustering=true", "parallel.scheduler=tcp://h:8786"])
+    assert "parallel.backend=dask" in str(e.value)
+
+
+def test_missing_dask_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
+    with pytest.raises(QRefineError) as e:
+        _build(["restraints=qm", "qm.clustering=true", "parallel.backend=dask",
+                "parallel.scheduler=tcp://h:8786"])
+    assert 'pip install "qrefine[dask]"' in str(e.value) and "\n" not in str(e.value)
+
+
+# -- progress -------------------------------------------------------------------------
+
+def test_progress_line(helix, serial_results):
+    import io
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.log import Reporter
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    points, expected = serial_results
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", reporter=Reporter(stream=stream),
+                                  **CLUSTER)
+    _same(source.gradient(points[0]), expected[0])
+    n = len(source.fragments)
+    text = stream.getvalue()
+    assert "fragments 1/%d" % n in text and "fragments %d/%d" % (n - 1, n) in text
+    assert text.endswith("\r\033[K")  # the line is cleared at the end
