@@ -171,6 +171,9 @@ refine {
   convergence_tolerance = 1e-5
     .type = float
     .help = "Relative change of the target below which L-BFGS stops."
+  max_step = None
+    .type = float
+    .help = "Largest displacement of any atom in one L-BFGS trial step (A); None: 0.2 with restraints=qm (engines fail on overlapping atoms), unlimited (scipy's line search) with restraints=cctbx."
 }
 """+ OUTPUT_PHIL_STR
 

@@ -45,6 +45,22 @@ def _format_metrics(m):
     return " ".join(parts)
 
 
+# Largest atom displacement per L-BFGS trial step with QM restraints (A), as
+# ASE's optimisers' default maxstep: QM engines fail on the overlapping atoms
+# an unbounded line search can propose.
+QM_MAX_STEP = 0.2
+
+
+def max_step(params):
+    """refine.max_step, or its default for the restraints in use."""
+    if params.refine.max_step is not None:
+        if not params.refine.max_step > 0:
+            raise QRefineError("refine.max_step must be > 0 A, got %s"
+                               % params.refine.max_step)
+        return params.refine.max_step
+    return QM_MAX_STEP if params.restraints == "qm" else None
+
+
 def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
     sites0 = model.get_sites_cart().as_numpy_array()
     ck = (Checkpoint.load(params.restart, fingerprint) if params.restart
@@ -58,7 +74,8 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
     if scale is None and data is not None:
         scale = DEFAULT_SCALE[data.kind]
     common = dict(max_iterations=params.refine.max_iterations,
-                  tolerance=params.refine.convergence_tolerance, reporter=reporter)
+                  tolerance=params.refine.convergence_tolerance, reporter=reporter,
+                  max_step=max_step(params))
     result = ProtocolResult(sites=sites0, cycles=[])
     start_sites, weight = sites0, params.data_weight
 

@@ -52,3 +52,48 @@ def test_gradient_norm_ratio():
     assert gradient_norm_ratio(np.full((2, 3), 2.0), np.full((2, 3), 0.5)) == pytest.approx(4.0)
     with pytest.raises(ValueError):
         gradient_norm_ratio(np.ones((1, 3)), np.zeros((1, 3)))
+
+
+def _rosenbrock(x):
+    value = float(((1 - x[:, 0]) ** 2 + 100 * (x[:, 1] - x[:, 0] ** 2) ** 2).sum())
+    grad = np.stack([-2 * (1 - x[:, 0]) - 400 * x[:, 0] * (x[:, 1] - x[:, 0] ** 2),
+                     200 * (x[:, 1] - x[:, 0] ** 2), 0 * x[:, 2]], axis=1)
+    return value, grad
+
+
+def test_capped_lbfgs_never_moves_an_atom_further_than_max_step():
+    visited = []
+
+    def recorded(x):
+        visited.append(np.array(x))
+        return _rosenbrock(x)
+
+    start = np.array([[-1.5, 2.0, 0.0], [3.0, -1.0, 0.0]])
+    result = lbfgs(recorded, start, max_iterations=2000, tolerance=1e-14, max_step=0.2)
+    assert result.converged, result.message
+    assert np.allclose(result.sites_cart[:, :2], 1.0, atol=1e-3)
+    # Every trial point lies within 0.2 A (per atom) of the point it was
+    # tried from; the accepted points form the path, so check consecutive
+    # accepted-or-trial points against the last accepted one.
+    accepted = start
+    for point in visited[1:]:
+        shift = np.sqrt(((point - accepted) ** 2).sum(axis=1)).max()
+        assert shift <= 0.2 + 1e-12
+        if _rosenbrock(point)[0] <= _rosenbrock(accepted)[0]:
+            accepted = point
+
+
+def test_capped_lbfgs_matches_scipy_on_a_quadratic():
+    target = CompositeTarget(Quadratic(np.ones((3, 3)), 2.0), Quadratic(np.zeros((3, 3)), 1.0),
+                             weight=0.5)
+    capped = lbfgs(target.value_and_gradient, np.full((3, 3), 4.0), tolerance=1e-14,
+                   max_step=0.5)
+    free = lbfgs(target.value_and_gradient, np.full((3, 3), 4.0), tolerance=1e-14)
+    assert capped.converged
+    assert np.allclose(capped.sites_cart, free.sites_cart, atol=1e-6)
+    # 2 (x - 1) + 0.5 x = 0
+    assert np.allclose(capped.sites_cart, 0.8, atol=1e-6)
+    # 4.0 -> 0.8 is 5.5 A per atom: at least 11 capped steps.
+    assert capped.iterations >= 11
+    with pytest.raises(ValueError):
+        lbfgs(target.value_and_gradient, np.zeros((1, 3)), max_step=0.0)
