@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "cctbx-base>=2025.1",
         "numpy",
-        "scipy",
+        "scipy>=1.11",  # L-BFGS-B callbacks with intermediate_result
         "ase",
         "mrcfile",
         "matplotlib",

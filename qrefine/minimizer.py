@@ -34,31 +34,39 @@ class MinimizationResult:
 
 
 def lbfgs(value_and_gradient, sites_cart, max_iterations=100, tolerance=1e-5,
-          callback=None, max_step=None):
+          callback=None, max_step=None, gradient_tolerance=None):
     """Minimise ``value_and_gradient`` from ``sites_cart`` (N, 3) with L-BFGS.
 
     ``tolerance`` is the relative decrease of the target between iterations
     below which the run counts as converged (scipy's ``ftol``).  ``callback``
     receives (iteration, value) after each iteration, for progress display.
     ``max_step`` (A): largest displacement of any atom in one trial step;
-    None leaves steps to scipy's line search.
+    None leaves steps to scipy's line search.  ``gradient_tolerance``: also
+    converged when no atom's gradient (norm of its 3 components) exceeds
+    this, in target units (ASE's ``fmax``); None: the target change only.
     """
+    if gradient_tolerance is not None and not gradient_tolerance > 0:
+        raise ValueError("gradient_tolerance must be > 0, got %s" % gradient_tolerance)
     if max_step is not None:
         return _capped_lbfgs(value_and_gradient, sites_cart, max_iterations, tolerance,
-                             callback, float(max_step))
+                             callback, float(max_step), gradient_tolerance)
     shape = np.asarray(sites_cart).shape
     x0 = np.asarray(sites_cart, dtype=float).ravel()
-    state = {"iteration": 0, "value": None}
+    state = {"iteration": 0, "grad": None, "small_gradient": False}
 
     def fun(x):
         value, grad = value_and_gradient(x.reshape(shape))
-        state["value"] = value
-        return value, np.asarray(grad, dtype=float).ravel()
+        state["grad"] = np.asarray(grad, dtype=float).ravel()
+        return value, state["grad"]
 
-    def on_iteration(xk):
+    def on_iteration(intermediate_result):
         state["iteration"] += 1
         if callback is not None:
-            callback(state["iteration"], state["value"])
+            callback(state["iteration"], intermediate_result.fun)
+        if gradient_tolerance is not None and state["grad"] is not None and \
+                _largest_atom_gradient(state["grad"]) <= gradient_tolerance:
+            state["small_gradient"] = True
+            raise StopIteration
 
     start_value, _ = value_and_gradient(x0.reshape(shape))
     result = scipy.optimize.minimize(
@@ -66,11 +74,17 @@ def lbfgs(value_and_gradient, sites_cart, max_iterations=100, tolerance=1e-5,
         options={"maxiter": int(max_iterations), "ftol": float(tolerance),
                  "gtol": 1e-8, "maxcor": 10})
     # scipy reports "converged" for ftol/gtol stops; hitting maxiter is not.
+    converged, message = bool(result.success), str(result.message)
+    if state["small_gradient"]:
+        converged, message = True, "largest atom gradient <= gradient_tolerance"
     return MinimizationResult(
         sites_cart=result.x.reshape(shape), value=float(result.fun),
         start_value=float(start_value), iterations=int(result.nit),
-        evaluations=int(result.nfev) + 1, converged=bool(result.success),
-        message=str(result.message))
+        evaluations=int(result.nfev) + 1, converged=converged, message=message)
+
+
+def _largest_atom_gradient(grad):
+    return float(np.sqrt((np.asarray(grad).reshape(-1, 3) ** 2).sum(axis=1)).max())
 
 
 # Armijo sufficient-decrease constant, backtracking factor bounds, memory.
@@ -80,7 +94,7 @@ _MAX_BACKTRACKS = 12
 
 
 def _capped_lbfgs(value_and_gradient, sites_cart, max_iterations, tolerance, callback,
-                  max_step):
+                  max_step, gradient_tolerance=None):
     if not max_step > 0:
         raise ValueError("max_step must be > 0 A, got %s" % max_step)
     shape = np.asarray(sites_cart).shape
@@ -137,6 +151,9 @@ def _capped_lbfgs(value_and_gradient, sites_cart, max_iterations, tolerance, cal
             callback(iteration, f)
         if decrease <= tolerance * max(abs(f), abs(f + decrease), 1.0):
             converged, message = True, "relative reduction of the target <= tolerance"
+            break
+        if gradient_tolerance is not None and _largest_atom_gradient(g) <= gradient_tolerance:
+            converged, message = True, "largest atom gradient <= gradient_tolerance"
             break
     return MinimizationResult(
         sites_cart=x.reshape(shape), value=f, start_value=start_value,

@@ -121,7 +121,7 @@ def run(params, files, paths, reporter, argv=()):
     t = time.time()
     restraints = build_restraints(model, model_path, params, paths.failed_dir,
                                   reporter=reporter)
-    if params.restraints == "qm" and params.qm.clustering:
+    if hasattr(restraints, "fragments"):
         where = ("%d process(es)" % params.nproc if params.parallel.backend == "local"
                  else "Dask scheduler %s" % params.parallel.scheduler)
         reporter.info("QM restraints: engine %s, method %s, fragments (clusters of at most %d "
@@ -146,8 +146,19 @@ def run(params, files, paths, reporter, argv=()):
     t = time.time()
     parameters = params_mod.as_dict(params)
     ck_fingerprint = fingerprint({"model": model_path, "data": data_path}, parameters)
-    protocol, ck = run_protocol(model, restraints, data, params, paths, reporter, ck_fingerprint)
+    try:
+        protocol, ck = run_protocol(model, restraints, data, params, paths, reporter,
+                                    ck_fingerprint)
+    finally:
+        if hasattr(restraints, "close"):  # fragment worker processes
+            restraints.close()
     final_sites, cycles = protocol.sites, protocol.cycles
+    fragments = _fragment_summary(restraints)
+    if fragments:
+        reporter.info("QM fragments: %d clusters, fragments of %.0f atoms on average (largest "
+                      "%d), clustered %d time(s)" % (
+                          fragments["clusters"], fragments["mean_fragment_atoms"],
+                          fragments["max_fragment_atoms"], fragments["clusterings"]))
     notes.extend(protocol.notes)
     timings["refinement_s"] = time.time() - t
     if hasattr(restraints, "timing"):
@@ -187,6 +198,7 @@ def run(params, files, paths, reporter, argv=()):
         "macro_cycles": [c.as_dict() for c in cycles],
         "weight_search": [t.as_dict() for t in protocol.trials],
         "chosen_weight": protocol.chosen_weight,
+        "fragments": fragments,
         "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
         "notes": notes,
         "outputs": {"pdb": paths.pdb if os.path.exists(paths.pdb) else None,
@@ -200,3 +212,16 @@ def run(params, files, paths, reporter, argv=()):
     write_json(paths.summary, summary)
     ck.remove()  # the run is complete: nothing left to resume
     return summary
+
+
+def _fragment_summary(restraints):
+    """Clusters and fragment sizes of QM fragments (None for other restraints)."""
+    if not hasattr(restraints, "summary"):
+        return None
+    s = restraints.summary()
+    if not s:
+        return None
+    sizes = s["fragment_atoms"]
+    return {"clusters": s["clusters"], "mean_fragment_atoms": round(s["mean_fragment_atoms"], 1),
+            "max_fragment_atoms": max(sizes), "clusterings": s["clusterings"],
+            "max_cluster_residues": s["max_cluster_residues"], "buffer": s["buffer"]}

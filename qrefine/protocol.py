@@ -61,6 +61,13 @@ def max_step(params):
     return QM_MAX_STEP if params.restraints == "qm" else None
 
 
+def gradient_tolerance(params):
+    tol = params.refine.gradient_tolerance
+    if tol is not None and not tol > 0:
+        raise QRefineError("refine.gradient_tolerance must be > 0, got %s" % tol)
+    return tol
+
+
 def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
     sites0 = model.get_sites_cart().as_numpy_array()
     ck = (Checkpoint.load(params.restart, fingerprint) if params.restart
@@ -75,7 +82,8 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
         scale = DEFAULT_SCALE[data.kind]
     common = dict(max_iterations=params.refine.max_iterations,
                   tolerance=params.refine.convergence_tolerance, reporter=reporter,
-                  max_step=max_step(params))
+                  max_step=max_step(params),
+                  gradient_tolerance=gradient_tolerance(params))
     result = ProtocolResult(sites=sites0, cycles=[])
     start_sites, weight = sites0, params.data_weight
 

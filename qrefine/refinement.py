@@ -41,7 +41,8 @@ def estimate_weight(restraints, data, sites_cart, scale=1.0):
 
 def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100,
            tolerance=1e-5, weight=None, weight_scale=1.0, reporter=None,
-           first_cycle=1, on_cycle=None, label="macro cycle", max_step=None):
+           first_cycle=1, on_cycle=None, label="macro cycle", max_step=None,
+           gradient_tolerance=None):
     """Refine ``sites_cart`` and return (final sites, list of CycleRecord).
 
     ``weight=None`` re-estimates the weight each macro cycle; a number fixes it.
@@ -50,7 +51,8 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
     ``first_cycle`` > 1 resumes a run whose earlier cycles are done;
     ``on_cycle(record, sites)`` is called after each cycle (checkpoints);
     ``max_step`` caps the displacement of any atom per L-BFGS trial step
-    (see :func:`qrefine.minimizer.lbfgs`).
+    (see :func:`qrefine.minimizer.lbfgs`), and ``gradient_tolerance`` stops
+    it when no atom's gradient of the target exceeds it.
     """
     sites = np.array(sites_cart, dtype=float)
     records = []
@@ -69,7 +71,8 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
                                   % (label, _cycle, iteration, value))
 
         result = lbfgs(target.value_and_gradient, sites, max_iterations=max_iterations,
-                       tolerance=tolerance, callback=progress, max_step=max_step)
+                       tolerance=tolerance, callback=progress, max_step=max_step,
+                       gradient_tolerance=gradient_tolerance)
         sites = result.sites_cart
         stats = data.statistics(sites) if data is not None else {}
         record = CycleRecord(cycle=cycle, weight=w, start_target=result.start_value,

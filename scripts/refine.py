@@ -37,8 +37,10 @@ Inputs are never overwritten.
 QM restraints (restraints=qm) need a model with all hydrogens (qr.finalise)
 and an engine: engine=xtb|mopac|pyscf|orca|terachem|turbomole|gaussian,
 method=, charge= (default: from protonation states), multiplicity=,
-qm.clustering=false (the whole model at once).  qr.refine --engines lists the
-engines and which of them can run on this machine.
+qm.clustering=true|false (fragments, or the whole model at once; by default
+fragments above fragments.clustering_above=1000 atoms), nproc= (fragments in
+parallel).  qr.refine --engines lists the engines and which of them can run
+on this machine.
 
 options: --help, --show-defaults, --engines, --version
 """

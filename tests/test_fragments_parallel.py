@@ -247,10 +247,36 @@ def test_process_worker_killed_between_and_during(helix, serial_results):
 
 # -- parameters -----------------------------------------------------------------------
 
-def _build(args):
+class _Sized:
+    """Stands in for a model where only the atom count is asked for."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def get_number_of_atoms(self):
+        return self.n
+
+
+def _build(args, n_atoms=100):
     from qrefine.restraints.factory import build_restraints
     p, _ = params_mod.parse(args)
-    return build_restraints(None, "model.pdb", p, None)
+    return build_restraints(_Sized(n_atoms), "model.pdb", p, None)
+
+
+def test_fragments_by_default_only_above_the_size_threshold():
+    from qrefine.restraints.factory import uses_fragments
+    p, _ = params_mod.parse(["restraints=qm"])
+    assert not uses_fragments(p, 1000) and uses_fragments(p, 1001)
+    p, _ = params_mod.parse(["restraints=qm", "fragments.clustering_above=50"])
+    assert uses_fragments(p, 94)
+    p, _ = params_mod.parse(["restraints=qm", "qm.clustering=false"])
+    assert not uses_fragments(p, 10 ** 6)
+    p, _ = params_mod.parse(["restraints=qm", "qm.clustering=true"])
+    assert uses_fragments(p, 10)
+    p, _ = params_mod.parse(["restraints=qm", "parallel.backend=dask"])
+    assert uses_fragments(p, 10)          # a Dask cluster computes fragments
+    p, _ = params_mod.parse(["restraints=cctbx", "qm.clustering=true"])
+    assert not uses_fragments(p, 10 ** 6)
 
 
 def test_dask_without_scheduler_is_one_line_error():
@@ -261,7 +287,8 @@ def test_dask_without_scheduler_is_one_line_error():
 
 def test_dask_without_clustering_is_an_error():
     with pytest.raises(QRefineError) as e:
-        _build(["restraints=qm", "parallel.backend=dask", "parallel.scheduler=tcp://h:8786"])
+        _build(["restraints=qm", "qm.clustering=false", "parallel.backend=dask",
+                "parallel.scheduler=tcp://h:8786"])
     assert "qm.clustering=true" in str(e.value)
     with pytest.raises(QRefineError) as e:
         _build(["restraints=qm", "qm.clustering=true", "parallel.scheduler=tcp://h:8786"])

@@ -97,3 +97,16 @@ def test_capped_lbfgs_matches_scipy_on_a_quadratic():
     assert capped.iterations >= 11
     with pytest.raises(ValueError):
         lbfgs(target.value_and_gradient, np.zeros((1, 3)), max_step=0.0)
+
+
+@pytest.mark.parametrize("max_step", [None, 0.3])
+def test_gradient_tolerance_stops_both_minimisers_at_a_small_gradient(max_step):
+    start = np.array([[-1.5, 2.0, 0.0]])
+    loose = lbfgs(_rosenbrock, start, max_iterations=500, tolerance=1e-16,
+                  gradient_tolerance=0.5, max_step=max_step)
+    assert loose.converged and "gradient" in loose.message
+    assert np.linalg.norm(_rosenbrock(loose.sites_cart)[1]) <= 0.5
+    tight = lbfgs(_rosenbrock, start, max_iterations=500, tolerance=1e-16,
+                  gradient_tolerance=1e-4, max_step=max_step)
+    assert tight.iterations > loose.iterations
+    assert np.linalg.norm(_rosenbrock(tight.sites_cart)[1]) <= 1e-4

@@ -67,3 +67,8 @@ def test_qm_options_reach_only_engines_that_take_them():
         "solvent": None, "electronic_temperature": 1000.0}
     p, _ = params.parse([])
     assert engine_options(engines.engine_module("xtb"), p.qm) == {"solvent": "water"}
+    p, _ = params.parse(["qm.density_fit=true", "qm.solvent=none"])
+    assert engine_options(engines.engine_module("pyscf"), p.qm) == {"density_fit": True}
+    with pytest.raises(QRefineError) as e:
+        engine_options(engines.engine_module("mopac"), p.qm)
+    assert "qm.density_fit" in str(e.value)

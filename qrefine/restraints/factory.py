@@ -7,7 +7,7 @@ from qrefine.errors import QRefineError
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 
 # qm.* parameters and the engine keyword each one becomes.
-QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis")
+QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis", "density_fit")
 
 
 def require_hydrogens(model, path):
@@ -52,13 +52,26 @@ def engine_options(module, qm_params):
     return options
 
 
-def check_parallel(params):
+def uses_fragments(params, n_atoms):
+    """Whether QM restraints run on fragments: qm.clustering, or when it is
+    None, a model over fragments.clustering_above atoms or a Dask backend."""
+    if params.restraints != "qm":
+        return False
+    if params.qm.clustering is not None:
+        return bool(params.qm.clustering)
+    backend = getattr(getattr(params, "parallel", None), "backend", None)
+    return n_atoms > params.fragments.clustering_above or backend == "dask"
+
+
+def check_parallel(params, clustering=None):
     """One-line errors for parallel.* settings that cannot work; returns
-    (backend, scheduler)."""
+    (backend, scheduler).  ``clustering``: whether fragments are used
+    (default: as qm.clustering says)."""
     parallel = getattr(params, "parallel", None)
     backend = getattr(parallel, "backend", None) or "local"
     scheduler = getattr(parallel, "scheduler", None)
-    clustering = params.restraints == "qm" and params.qm.clustering
+    if clustering is None:
+        clustering = params.restraints == "qm" and params.qm.clustering is not False
     if backend == "dask":
         if not clustering:
             raise QRefineError("parallel.backend=dask runs QM fragments on a Dask cluster; it "
@@ -76,18 +89,21 @@ def check_parallel(params):
 
 def build_restraints(model, model_path, params, failed_dir, reporter=None):
     """The restraint source; ``reporter`` (optional) shows fragment progress."""
-    backend, scheduler = check_parallel(params)
+    clustering = uses_fragments(params, model.get_number_of_atoms())
+    backend, scheduler = check_parallel(params, clustering)
     if params.restraints == "cctbx":
         return CctbxGeometry(model)
     from qrefine import charges
     from qrefine.restraints.qm import QMRestraints
     require_hydrogens(model, model_path)
     module = engines.engine_module(params.engine)
-    if params.qm.clustering:
+    if clustering:
         from qrefine.fragments.restraints import FragmentQMRestraints
         if params.charge is not None or params.multiplicity is not None:
             raise QRefineError("charge= and multiplicity= apply to the whole model; with "
-                               "qm.clustering=true each fragment's charge comes from its residues")
+                               "QM fragments (qm.clustering, on by default above fragments.clustering_above "
+                               "atoms) each fragment's charge comes from its residues; set "
+                               "qm.clustering=false to compute the whole model")
         return FragmentQMRestraints(
             model, engine=params.engine, method=params.method,
             options=engine_options(module, params.qm),
