@@ -72,3 +72,20 @@ def test_qm_options_reach_only_engines_that_take_them():
     with pytest.raises(QRefineError) as e:
         engine_options(engines.engine_module("mopac"), p.qm)
     assert "qm.density_fit" in str(e.value)
+
+
+def test_openmp_engines_get_nproc_threads_unless_the_user_set_them(monkeypatch):
+    import os
+    from qrefine import params
+    from qrefine.pipeline import limit_engine_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    p, _ = params.parse(["restraints=qm", "engine=xtb", "nproc=3"])
+    limit_engine_threads(p)
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    limit_engine_threads(p)
+    assert os.environ["OMP_NUM_THREADS"] == "5"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    for args in (["restraints=cctbx"], ["restraints=qm", "engine=pyscf"]):
+        limit_engine_threads(params.parse(args)[0])
+        assert "OMP_NUM_THREADS" not in os.environ
