@@ -211,10 +211,12 @@ def test_parallel_equals_serial(helix):
 
 
 def test_minimisation_lowers_the_whole_model_energy(helix):
-    """L-BFGS-B on the fragment source (line-integral value) lowers the true energy."""
+    """L-BFGS with QM step control (as qr.refine runs it) on the fragment
+    source (line-integral value) lowers the true energy."""
     _xtb_or_skip()
-    from scipy.optimize import minimize
     from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.minimizer import lbfgs
+    from qrefine.protocol import QM_MAX_STEP
     from qrefine.restraints.qm import QMRestraints
     rng = np.random.RandomState(0)
     start = np.array(helix.get_sites_cart()) + rng.normal(scale=0.1, size=(94, 3))
@@ -223,18 +225,31 @@ def test_minimisation_lowers_the_whole_model_energy(helix):
     e0 = whole.value_and_gradient(start)[0]
     source = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=5,
                                   buffer=4.0, recluster_shift=0.3)
-
-    def f(x):
-        v, grad = source.value_and_gradient(x.reshape(-1, 3))
-        return v, grad.ravel()
-
-    result = minimize(f, start.ravel(), jac=True, method="L-BFGS-B",
-                      options={"maxiter": 40})
-    assert "ABNORMAL" not in str(result.message)
-    e1 = whole.value_and_gradient(result.x.reshape(-1, 3))[0]
+    result = lbfgs(source.value_and_gradient, start, max_iterations=40,
+                   max_step=QM_MAX_STEP)
+    assert result.iterations == 40 or result.converged, result.message
+    assert source.n_clusterings > 1          # atoms moved past recluster_shift
+    e1 = whole.value_and_gradient(result.sites_cart)[0]
     # measured: the true GFN-FF energy falls by about 400 kcal/mol in 40 steps
     assert e1 < e0 - 100.0
-    assert result.fun < 0
+    assert result.value < 0
+
+
+def test_value_is_continuous_when_a_line_search_backtracks(helix):
+    """A long trial step and back: the value near the start of the line must
+    come back to the start value (integrated from the nearest point)."""
+    _xtb_or_skip()
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    x = np.array(helix.get_sites_cart())
+    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=5,
+                                  buffer=4.0)
+    v0, g0 = source.value_and_gradient(x)
+    d = -g0 / np.linalg.norm(g0, axis=1).max()
+    source.value_and_gradient(x + 0.5 * d)      # far into the wall
+    source.value_and_gradient(x + 0.05 * d)
+    v, g = source.value_and_gradient(x + 1e-4 * d)
+    assert abs(v - v0) < 1e-3 * abs(float((g0 * d).sum()))
+    assert v < v0                               # a descent direction
 
 
 # -- qr.fragments --------------------------------------------------------------

@@ -11,25 +11,25 @@ cluster atoms is kept, so with a buffer the caps sit on buffer atoms and the
 two choices agree.
 
 Value.  Fragment energies do not add up to the energy of the model, and the
-assembled gradient is not exactly the gradient of any function.  L-BFGS-B's
-line search still needs a value that agrees with the gradient, so the value
-is the line integral of the assembled gradient along the path of the points
-asked for, by the trapezoid rule::
+assembled gradient is not exactly the gradient of any function.  The line
+search still needs a value that agrees with the gradient, so the value is a
+line integral of the assembled gradient by the trapezoid rule, taken from
+the *nearest* point evaluated so far (of the last ``HISTORY``)::
 
-    V(x_0) = 0,    V(x_k) = V(x_{k-1}) + (g_{k-1} + g_k) . (x_k - x_{k-1}) / 2
+    V(x_0) = 0,    V(x) = V(p) + (g_p + g_x) . (x - p) / 2,   p nearest to x
 
-L-BFGS-B evaluates its trial points one after another along each search
-line, and the next line starts at the accepted (last evaluated) point, so
-the path is the line itself: V then changes along the line as the integral
-of the gradient would, exactly for a quadratic energy.  The value is in
-kcal/mol relative to the first point, the gradient in kcal/mol/A, as in
-:class:`qrefine.restraints.qm.QMRestraints`.  It is not the energy: over
-long steps on a steep surface the trapezoid rule drifts.  Measured on the
-1us0 helix with 0.1 A noise, 40 L-BFGS-B steps (GFN-FF): integrating the
-exact whole-model gradient this way gives -1556 kcal/mol where the energy
-fell by 906; the fragment source gave -1561 and a true fall of 906, the same
-as minimising the whole-model energy itself.  Log it as a target, not as an
-energy.
+Along an L-BFGS path the nearest point is the previous one, and V changes as
+the integral of the gradient would, exactly for a quadratic energy.  When a
+line search backtracks from a long trial step to a short one, the nearest
+point is the start of the line, so V stays continuous there.  Integrating
+along the path instead (from the last point asked for) does not: on 3j63_A
+(GFN-FF, at a refined model) a 0.2 A trial step into a steep wall and back
+left V 26 kcal/mol above its value at the start of the line even for
+vanishing steps, and every line search failed.  The value is in kcal/mol
+relative to the first point, the gradient in kcal/mol/A, as in
+:class:`qrefine.restraints.qm.QMRestraints`.  It is not the energy (over long
+steps on a steep surface the trapezoid rule drifts): log it as a target, not
+as an energy.
 
 Execution.  Fragments run through an executor (see
 :mod:`qrefine.fragments.executors`): in this process (``nproc=1``), in
@@ -39,6 +39,15 @@ cluster (``backend="dask"``, ``scheduler=`` its address; see
 between calls and every backend gives the same numbers.  With a
 ``reporter``, a transient "fragments 12/40" line shows how far an
 evaluation is.
+
+Crystal symmetry.  With an ``environment`` (a
+:class:`~qrefine.symmetry.SymmetryEnvironment`), the residue copies around
+the model are graph nodes that never join a cluster: clusters are made of
+model residues only, and a fragment's buffer takes model and copy residues
+alike (capped the same way), at positions that follow the model through
+their operators.  Buffer gradients are discarded, copies included: this is
+the "direct" rule of :mod:`qrefine.symmetry` (the gradient on the model's
+own atoms is the derivative of the lattice energy per asymmetric unit).
 
 Re-clustering.  Clusters and buffers are built at the first call and again
 whenever an atom has moved more than ``recluster_shift`` A from where it was
@@ -57,11 +66,13 @@ from qrefine.fragments.capping import project_cap_gradient
 from qrefine.fragments.clustering import cluster_residues
 from qrefine.fragments.executors import ProcessExecutor, SerialExecutor
 from qrefine.fragments.fragment import fragment_positions, fragment_symbols, make_fragments
-from qrefine.fragments.graph import residue_graph
+from qrefine.fragments.graph import extended_residues, residue_graph
+from qrefine.restraints.qm import PathValue
 
 DEFAULT_MAX_CLUSTER_RESIDUES = 15
 DEFAULT_BUFFER = 8.0  # A; 3j63_A, GFN2-xTB: RMS error 0.42, max 2.4 kcal/mol/A (6 A: 0.65, 2.5)
 DEFAULT_RECLUSTER_SHIFT = 1.0
+HISTORY = 20  # points kept for the value's line integral and as a cache
 CAP_GRADIENTS = ("project", "drop")
 
 
@@ -78,7 +89,10 @@ class FragmentQMRestraints:
     ``"dask"`` (tasks on the Dask scheduler at ``scheduler``);
     ``executor``: any object with ``run``/``retain``/``close`` (overrides
     ``nproc`` and ``backend``); ``reporter``: a
-    :class:`~qrefine.log.Reporter` for the fragment progress line.
+    :class:`~qrefine.log.Reporter` for the fragment progress line;
+    ``environment``: a :class:`~qrefine.symmetry.SymmetryEnvironment` whose
+    residue copies may join fragment buffers (its radius should be at least
+    ``buffer``).
     """
 
     def __init__(self, model, engine="xtb", method=None, options=None,
@@ -86,7 +100,7 @@ class FragmentQMRestraints:
                  recluster_shift=DEFAULT_RECLUSTER_SHIFT, cap_gradients="project",
                  nproc=1, threads=None, residue_charges=None, ligand_charges=None,
                  contact_cutoff=4.0, failed_dir=None, executor=None, backend="local",
-                 scheduler=None, reporter=None):
+                 scheduler=None, reporter=None, environment=None):
         if cap_gradients not in CAP_GRADIENTS:
             raise QRefineError("cap_gradients must be one of %s, got %r"
                                % (", ".join(CAP_GRADIENTS), cap_gradients))
@@ -109,6 +123,11 @@ class FragmentQMRestraints:
             from qrefine.charges import residue_charges as charges_of
             residue_charges = [r.charge for r in charges_of(model, ligand_charges)]
         self.residue_charges = [int(c) for c in residue_charges]
+        self.environment = environment
+        self._extended = None
+        if environment is not None:
+            self._extended = extended_residues(model, environment)
+            self.residue_charges += [self.residue_charges[r] for r, _ in environment.copies]
         self.reporter = reporter
         if executor is None:
             if backend == "dask":
@@ -136,9 +155,7 @@ class FragmentQMRestraints:
         self.n_clusterings = 0
         self.requests = 0
         self.seconds = 0.0
-        self._last_sites = None
-        self._last_grad = None
-        self._value = 0.0
+        self._path = PathValue(memory=HISTORY)  # the value; see the module docstring
 
     def _progress(self, done, total):
         if self.reporter is None:
@@ -154,15 +171,33 @@ class FragmentQMRestraints:
         """(Re)build graph, clusters and fragments at ``sites_cart``."""
         sites = np.asarray(sites_cart, dtype=float).reshape(-1, 3)
         links = None if self.graph is None else self.graph.links  # keep the topology
-        self.graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
-                                   links=links)
-        self.clusters = cluster_residues(self.graph, self.max_cluster_residues)
-        self.fragments = make_fragments(self.graph, self.clusters, sites, self.buffer,
-                                        self.residue_charges)
+        if self.environment is None:
+            self.graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
+                                       links=links)
+            self.clusters = cluster_residues(self.graph, self.max_cluster_residues)
+        else:
+            # Clusters of model residues; the graph that fragments are cut
+            # from also holds the copies.
+            model_links = None if self.graph is None else self._model_links
+            model_graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
+                                        links=model_links)
+            self._model_links = model_graph.links
+            self.clusters = cluster_residues(model_graph, self.max_cluster_residues)
+            self.graph = residue_graph(None, self._all_sites(sites),
+                                       contact_cutoff=self.contact_cutoff, links=links,
+                                       residues=self._extended)
+        self.fragments = make_fragments(self.graph, self.clusters, self._all_sites(sites),
+                                        self.buffer, self.residue_charges)
         self.clustered_at = sites.copy()
         self.n_clusterings += 1
         self.executor.retain([f.key() for f in self.fragments])
         return self.fragments
+
+    def _all_sites(self, sites):
+        """Model sites followed by the environment's (when there is one)."""
+        if self.environment is None:
+            return sites
+        return np.concatenate([sites, self.environment.sites(sites)])
 
     def _needs_clustering(self, sites):
         if self.fragments is None:
@@ -178,6 +213,8 @@ class FragmentQMRestraints:
         sites = np.asarray(sites_cart, dtype=float).reshape(-1, 3)
         if self._needs_clustering(sites):
             self.cluster(sites)
+        n_model = len(sites)
+        sites = self._all_sites(sites)
         jobs = [(f.key(), fragment_symbols(self.graph, f), f.charge, f.multiplicity,
                  fragment_positions(f, sites)) for f in self.fragments]
         results = self.executor.run(jobs)
@@ -197,22 +234,18 @@ class FragmentQMRestraints:
                         grad[cap.inside] += gx
                     if cap.outside in owned:
                         grad[cap.outside] += gy
-        return grad, [e for e, _ in results]
+        return grad[:n_model], [e for e, _ in results]
 
     def value_and_gradient(self, sites_cart):
         sites = np.array(sites_cart, dtype=float).reshape(-1, 3)
         self.requests += 1
-        if self._last_sites is not None and np.array_equal(sites, self._last_sites):
-            return self._value, self._last_grad.copy()
+        seen = self._path.cached(sites)
+        if seen is not None:
+            return seen
         t0 = time.time()
         grad, _ = self.gradient(sites)
         self.seconds += time.time() - t0
-        if self._last_sites is not None:
-            step = sites - self._last_sites
-            self._value += 0.5 * float(((self._last_grad + grad) * step).sum())
-        self._last_sites = sites
-        self._last_grad = grad
-        return self._value, grad.copy()
+        return self._path.value(sites, grad), grad.copy()
 
     def summary(self):
         """Plain numbers about the current fragmentation."""
@@ -224,6 +257,7 @@ class FragmentQMRestraints:
                 "fragment_atoms": sizes,
                 "mean_fragment_atoms": float(np.mean(sizes)),
                 "max_cluster_residues": self.max_cluster_residues, "buffer": self.buffer,
+                "symmetry_copies": 0 if self.environment is None else len(self.environment.copies),
                 "clusterings": self.n_clusterings}
 
     def timing(self):

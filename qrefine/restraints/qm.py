@@ -139,3 +139,48 @@ class QMRestraints:
     def timing(self):
         return {"engine_calls": self.calls, "engine_requests": self.requests,
                 "engine_s": round(self.seconds, 3), "engine_retries": self.retries}
+
+
+class PathValue:
+    """A value that agrees with a gradient field that is not (exactly) the
+    gradient of a function: the line integral of the gradient by the
+    trapezoid rule, from the nearest of the last ``memory`` evaluated points::
+
+        V(x) = V(p) + (g(p) + g(x)) . (x - p) / 2,   p = nearest earlier point
+
+    Along one search line this is the integral of the gradient along the
+    line.  Taking the nearest point (not the last one) keeps a backtracking
+    line search consistent: after a long trial step that hit a steep wall,
+    the shorter steps are integrated from the line's start, so their values
+    tend to the start value plus slope x step, and the sufficient-decrease
+    test can be met.  (Integrating from the long step back instead leaves an
+    error of about curvature x long step x short step, which can exceed the
+    decrease the test asks for at every step length.)
+    """
+
+    def __init__(self, memory=8):
+        self.memory = int(memory)
+        self.points = []  # (sites, value, gradient), newest last
+
+    def cached(self, sites):
+        """(value, gradient) of a point already evaluated at exactly
+        ``sites``, or None: repeated points cost no engine call."""
+        for p, vp, gp in self.points:
+            if np.array_equal(p, sites):
+                return vp, gp.copy()
+        return None
+
+    def value(self, sites, grad):
+        """The value at ``sites`` with gradient ``grad`` (both (N, 3));
+        0 at the first point."""
+        sites = np.asarray(sites, dtype=float)
+        grad = np.asarray(grad, dtype=float)
+        if not self.points:
+            v = 0.0
+        else:
+            p, vp, gp = min(self.points, key=lambda q: float(((q[0] - sites) ** 2).sum()))
+            v = vp + 0.5 * float(((gp + grad) * (sites - p)).sum())
+        self.points.append((sites.copy(), v, grad.copy()))
+        if len(self.points) > self.memory:
+            self.points.pop(0)
+        return v
