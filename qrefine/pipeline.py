@@ -139,7 +139,7 @@ def run(params, files, paths, reporter, argv=()):
     t = time.time()
     limit_engine_threads(params)
     restraints = build_restraints(model, model_path, params, paths.failed_dir,
-                                  reporter=reporter)
+                                  reporter=reporter, data_kind=data_kind)
     if hasattr(restraints, "fragments"):
         where = ("%d process(es)" % params.nproc if params.parallel.backend == "local"
                  else "Dask scheduler %s" % params.parallel.scheduler)

@@ -130,7 +130,7 @@ def model_residues(model):
     return residues, elements
 
 
-def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None):
+def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None, residues=None):
     """The :class:`ResidueGraph` of ``model`` at ``sites_cart`` (default: the
     model's own coordinates).
 
@@ -139,9 +139,18 @@ def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None):
     them from distances.  Re-clustering a distorted model must keep its
     covalent topology: a stretched bond missed would leave a fragment with
     an odd electron count.
+
+    ``residues``: ``(residues, elements)`` of a system that is not a model
+    (e.g. :func:`extended_residues`, the model with its symmetry copies);
+    ``sites_cart`` is then required and ``model`` is not used.
     """
     from scipy.spatial import cKDTree
-    residues, elements = model_residues(model)
+    if residues is None:
+        residues, elements = model_residues(model)
+    else:
+        residues, elements = residues
+        if sites_cart is None:
+            raise QRefineError("residue_graph needs sites_cart with residues=")
     if sites_cart is None:
         sites_cart = model.get_sites_cart() if hasattr(model, "get_sites_cart") \
             else model.get_hierarchy().atoms().extract_xyz()
@@ -226,6 +235,23 @@ def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None):
     links = np.array(links, dtype=int).reshape(-1, 2)
     return ResidueGraph(residues, [str(e) for e in elements], edges, links,
                         {k: kinds[k] for k in sorted(kinds)})
+
+
+def extended_residues(model, environment):
+    """``(residues, elements)`` of the model followed by its symmetry copies
+    (a :class:`~qrefine.symmetry.SymmetryEnvironment`): model residues keep
+    their indices and atom indices; copy residue ``c`` is node ``R + c``
+    with atoms ``N + ...`` in the order of ``environment.sites``, labelled
+    with its operator, its H caps included (they are part of the copy)."""
+    residues, elements = model_residues(model)
+    n_model, n_res = len(elements), len(residues)
+    out = list(residues)
+    for c, (r, k) in enumerate(environment.copies):
+        res = residues[r]
+        atoms = n_model + np.nonzero(environment.copy_of_atom == c)[0]
+        out.append(Residue(n_res + c, "%s [%s]" % (res.label, environment.operators[k].label),
+                           res.resname, atoms))
+    return out, list(elements) + environment.symbols(elements)
 
 
 def _element(atom):

@@ -87,8 +87,29 @@ def check_parallel(params, clustering=None):
     return backend, scheduler
 
 
-def build_restraints(model, model_path, params, failed_dir, reporter=None):
-    """The restraint source; ``reporter`` (optional) shows fragment progress."""
+def expands_symmetry(model, params, data_kind=None):
+    """Whether QM restraints include the crystal's symmetry copies
+    (:mod:`qrefine.symmetry`).  Never with a map or without restraints=qm.
+    ``symmetry.expand=None`` (default): for a crystal whose space group is
+    not P1; True: also P1 (its lattice translations), e.g. a real P1
+    crystal; False: never.  A P1 model is often a molecule in a box (the
+    1us0 helix's simulated data), where copies would be wrong."""
+    scope = getattr(params, "symmetry", None)
+    if params.restraints != "qm" or scope is None or scope.expand is False \
+            or data_kind == "map":
+        return False
+    cs = model.crystal_symmetry()
+    if cs is None or cs.unit_cell() is None or cs.space_group() is None:
+        return False
+    if scope.expand is True:
+        return True
+    return cs.space_group().order_z() > 1
+
+
+def build_restraints(model, model_path, params, failed_dir, reporter=None, data_kind=None):
+    """The restraint source; ``reporter`` (optional) shows fragment progress;
+    ``data_kind`` ("reflections", "map" or None) decides, with
+    ``symmetry.expand``, whether symmetry copies join the QM system."""
     clustering = uses_fragments(params, model.get_number_of_atoms())
     backend, scheduler = check_parallel(params, clustering)
     if params.restraints == "cctbx":
@@ -97,7 +118,19 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None):
     from qrefine.restraints.qm import QMRestraints
     require_hydrogens(model, model_path)
     module = engines.engine_module(params.engine)
+    symmetry = expands_symmetry(model, params, data_kind)
     if clustering:
+        environment = None
+        if symmetry:
+            from qrefine.symmetry import model_environment
+            # Copies within a buffer's reach of any cluster atom.
+            environment = model_environment(
+                model, max(params.symmetry.radius, params.fragments.buffer))
+            if reporter is not None:
+                reporter.info("crystal symmetry: %d residue copies (%d atoms) within %.1f A of "
+                              "the model may join fragment buffers (symmetry.expand=false: "
+                              "without)" % (len(environment.copies), environment.n_atoms,
+                                            environment.radius))
         from qrefine.fragments.restraints import FragmentQMRestraints
         if params.charge is not None or params.multiplicity is not None:
             raise QRefineError("charge= and multiplicity= apply to the whole model; with "
@@ -110,7 +143,7 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None):
             max_cluster_residues=params.fragments.max_cluster_residues,
             buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
             nproc=params.nproc, failed_dir=failed_dir, backend=backend,
-            scheduler=scheduler, reporter=reporter)
+            scheduler=scheduler, reporter=reporter, environment=environment)
     # Deuterium is hydrogen to the electrons.
     symbols = ["H" if s == "D" else s for s in
                (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
@@ -118,6 +151,42 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None):
     # Electrons of the first conformer only: altlocs are not extra atoms.
     multiplicity = charges.check_multiplicity(
         charges.electron_count(model, charge), params.multiplicity)
+    if symmetry:
+        return crystal_qm_restraints(model, params, module, symbols, charge, multiplicity,
+                                     failed_dir, reporter)
     return QMRestraints(symbols, params.engine, method=params.method, charge=charge,
                         multiplicity=multiplicity, options=engine_options(module, params.qm),
                         failed_dir=failed_dir)
+
+
+def crystal_qm_restraints(model, params, module, symbols, charge, multiplicity, failed_dir,
+                          reporter=None):
+    """Whole-model QM of the model plus its symmetry environment.
+
+    Charge: the model's plus the formal charges of the copied residues.
+    Copied residues cut from their neighbours carry H caps (closed shells).
+    Multiplicity: the model's unpaired electrons, plus one when the copies
+    still bring an odd electron count (copies of a radical; the lowest spin
+    that fits, as nothing says which copied residue is open-shell)."""
+    from qrefine import charges
+    from qrefine.restraints.qm import QMRestraints
+    from qrefine.symmetry import SymmetryQMRestraints, model_environment
+    env = model_environment(model, params.symmetry.radius)
+    res_charges = [r.charge for r in charges.residue_charges(model)]
+    env_charge = sum(res_charges[r] for r, _ in env.copies)
+    env_symbols = env.symbols(symbols)
+    env_electrons = charges.electron_count(env_symbols, env_charge)
+    qm = QMRestraints(symbols + env_symbols, params.engine, method=params.method,
+                      charge=charge + env_charge, multiplicity=multiplicity + env_electrons % 2,
+                      options=engine_options(module, params.qm), failed_dir=failed_dir,
+                      label="model with its symmetry copies")
+    if reporter is not None:
+        reporter.info("crystal symmetry: %d residue copies (%d atoms with %d H caps, %d "
+                      "operators) within %.1f A of the model join the QM system "
+                      "(symmetry.expand=false: without)" % (
+                          len(env.copies), env.n_atoms, env.n_caps, len(env.operators),
+                          env.radius))
+    if reporter is not None:
+        reporter.info("QM system: model and copies, %d atoms, charge %d, multiplicity %d"
+                      % (len(symbols) + env.n_atoms, qm.charge, qm.multiplicity))
+    return SymmetryQMRestraints(qm, env, charge=charge, multiplicity=multiplicity)

@@ -18,6 +18,9 @@ with amide H on the wrong side of N (1va7_complete, 3dtj_complete), where
 H(i+1)...O(i) drops to 1.5 A (76 -> 42 and 57 -> 15 pairs).  a87_99_h: 9
 either way.
 
+:func:`intercopy_hbonds` counts, with its own criterion, the H-bonds between
+the model and its crystal symmetry copies (any N/O donor and acceptor).
+
 Pairs are identified by residue ids ("A 88", with ":B" appended for an
 alternate conformer), so two models with the same atoms can be compared
 (:func:`recovered_fraction`) whatever their atom order.
@@ -124,3 +127,66 @@ def recovered_fraction(reference, model, dmin=DMIN, dmax=DMAX):
                            "cannot be compared with the reference")
     pairs = {(b.donor, b.acceptor) for b in backbone_hbonds(model, dmin, dmax)}
     return len(ref_pairs & pairs) / len(ref_pairs)
+
+
+# -- hydrogen bonds between the model and its crystal symmetry copies ---------
+
+INTERCOPY_HMAX = 2.5      # A, H...acceptor
+INTERCOPY_MIN_ANGLE = 120.0  # degrees, donor-H...acceptor
+_XH_MAX = 1.2             # A, an H bonded to N/O
+
+
+def intercopy_hbonds(model, hmax=INTERCOPY_HMAX, min_angle=INTERCOPY_MIN_ANGLE):
+    """Hydrogen bonds between the model and its crystal symmetry copies.
+
+    Donors: H bonded (< 1.2 A) to N or O (backbone, side chains, waters,
+    ligands); acceptors: N and O.  An H-bond is H...A <= ``hmax`` A with a
+    D-H...A angle >= ``min_angle``.  Each H-bond of the crystal between two
+    different copies is counted once per asymmetric unit: with its donor in
+    the model and its acceptor in a copy (the same bond seen from the
+    acceptor's side is the image of this one).  Returns a list of
+    (donor atom label, acceptor atom label, operator label, H...A distance),
+    sorted; needs explicit H and the model's crystal symmetry.
+    """
+    from qrefine.symmetry import atom_labels, model_environment
+    hierarchy = _hierarchy(model)
+    elements = np.array([(a.element.strip().upper() or a.name.strip()[:1]) for a in
+                         hierarchy.atoms()])
+    elements[elements == "D"] = "H"
+    sites = np.array(hierarchy.atoms().extract_xyz())
+    polar = np.isin(elements, ("N", "O"))
+    h_idx = np.nonzero(elements == "H")[0]
+    if not len(h_idx) or not polar.any():
+        return []
+    polar_idx = np.nonzero(polar)[0]
+    d, j = cKDTree(sites[polar_idx]).query(sites[h_idx], distance_upper_bound=_XH_MAX)
+    donor_h = h_idx[np.isfinite(d)]
+    parent = polar_idx[j[np.isfinite(d)]]
+    if not len(donor_h):
+        return []
+    env = model_environment(model, radius=hmax + 0.5, sites_cart=sites, caps=False)
+    if not env.n_atoms:
+        return []
+    env_sites = env.sites(sites)
+    acc = np.nonzero(np.isin(elements[env.source], ("N", "O")))[0]
+    if not len(acc):
+        return []
+    labels = atom_labels(model)
+    tree = cKDTree(env_sites[acc])
+    found = []
+    for h, p, near in zip(donor_h, parent, tree.query_ball_point(sites[donor_h], r=hmax)):
+        for k in near:
+            a = acc[k]
+            u, v = sites[p] - sites[h], env_sites[a] - sites[h]
+            cos = np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v))
+            if np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) < min_angle:
+                continue
+            found.append((labels[h], labels[env.source[a]],
+                          env.operators[env.op_of_atom[a]].label,
+                          float(np.linalg.norm(v))))
+    found.sort()
+    return found
+
+
+def count_intercopy_hbonds(model, hmax=INTERCOPY_HMAX, min_angle=INTERCOPY_MIN_ANGLE):
+    return len(intercopy_hbonds(model, hmax, min_angle))
