@@ -265,3 +265,24 @@ def test_command_line(structures, capsys):
     assert "gradient error vs whole model" in out and "worst atoms:" in out
     assert cli.main([path, "buffer=x"]) == 1
     assert "buffer=x" in capsys.readouterr().err
+
+
+def test_clashing_side_chains_are_not_covalent_links(structures):
+    """5fn5 chain C has GLU 106 OE1 1.27 A from ARG 109 O: a clash, not a
+    bond.  Taking it for a link would cap it and make fragments odd."""
+    from qrefine.fragments.clustering import cluster_residues
+    from qrefine.fragments.fragment import make_fragments
+    from qrefine.charges import residue_charges
+    from qrefine.model_io import read_model
+    model = read_model(os.path.join(structures, "cryo_em/5fn5_C/5fn5_chain_c_box_complete.pdb"),
+                       make_restraints=False)
+    sites = model.get_sites_cart().as_numpy_array()
+    g = residue_graph(model, sites)
+    labels = {r.index: r.label for r in g.residues}
+    linked = {tuple(sorted((labels[g.residue_of_atom[a]], labels[g.residue_of_atom[b]])))
+              for a, b in g.links}
+    assert ("C 106", "C 109") not in linked
+    assert ("C 105", "C 106") in linked                  # the peptide bond stays
+    fragments = make_fragments(g, cluster_residues(g, 15), sites, 8.0,
+                               [r.charge for r in residue_charges(model)])
+    assert all(f.multiplicity == 1 for f in fragments)

@@ -48,6 +48,26 @@ _NONMETALS = {"H", "B", "C", "N", "O", "F", "SI", "P", "S", "CL", "AS", "SE", "B
 _POLAR = {"N", "O"}
 
 
+def _is_amino_acid(resname):
+    from iotbx.pdb import common_residue_names_get_class
+    return common_residue_names_get_class(resname) in (
+        "common_amino_acid", "modified_amino_acid", "d_amino_acid")
+
+
+def _plausible_link(residues, res_of, ea, eb, a, b):
+    """Whether a short inter-residue contact can be a covalent bond.  Two
+    amino acids bond only through a peptide (C-N) or disulfide (S-S) link;
+    any other short contact between them is a clash in the model (5fn5 chain
+    C: GLU 106 OE1 ... ARG 109 O at 1.27 A), and capping it as a bond would
+    give its fragments an odd electron count."""
+    if ea in ("H", "D") or eb in ("H", "D"):
+        return True  # H contacts are handled (and never linked) by the caller
+    ra, rb = residues[int(res_of[a])], residues[int(res_of[b])]
+    if not (_is_amino_acid(ra.resname) and _is_amino_acid(rb.resname)):
+        return True  # ligands, nucleotides, metals: trust the distance
+    return {ea, eb} == {"C", "N"} or (ea == "S" and eb == "S")
+
+
 class Residue(collections.namedtuple("Residue", "index label resname atoms")):
     """One node: ``index`` in the graph, ``label`` (``"A  12 "`` = chain,
     resseq, icode), ``resname`` and ``atoms`` (model atom indices, ascending)."""
@@ -207,7 +227,8 @@ def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None, residu
         if given is not None and (a, b) in given:
             continue
         if dist < radii[a] + radii[b] + COVALENT_TOLERANCE and not (is_h[a] and is_h[b]) \
-                and (given is None or is_metal[a] or is_metal[b]):
+                and (given is None or is_metal[a] or is_metal[b]) \
+                and _plausible_link(residues, res_of, ea, eb, a, b):
             if is_metal[a] or is_metal[b]:
                 weights[key] += METAL
                 kinds[key].add("metal")
