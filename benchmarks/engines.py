@@ -11,16 +11,13 @@ is predicted to exceed --max-seconds, are reported as skipped.
 """
 
 import argparse
-import os
 import time
 
 import qrefine  # noqa: F401  (loads cctbx first)
 import numpy as np
 from ase import Atoms
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.abspath(os.environ.get("QREFINE_TEST_DATA",
-                                      os.path.join(HERE, "..", "..", "shared", "data")))
+from _data import read_model
 SYSTEMS = {
     "helix": "structures/xray/1us0_helix/a87_99_h.pdb",
     "3j63": "structures/cryo_em/3j63_A/3j63_A_box_complete.pdb",
@@ -32,10 +29,8 @@ SCALING = {"xtb": 2.0, "mopac": 2.5, "pyscf": 3.5}
 
 
 def load(system):
-    from qrefine import chem_data, charges
-    from qrefine.model_io import read_model
-    chem_data.activate(os.path.join(DATA, "chem_data"))
-    model = read_model(os.path.join(DATA, SYSTEMS[system]), make_restraints=False)
+    from qrefine import charges
+    model = read_model(SYSTEMS[system])
     symbols = [a.element.strip().capitalize() for a in model.get_hierarchy().atoms()]
     return Atoms(symbols=symbols, positions=model.get_sites_cart().as_numpy_array()), \
         charges.total_charge(model)

@@ -20,15 +20,12 @@ minutes (its errors are those of the force field, not of GFN2).
 """
 
 import argparse
-import os
 import time
 
 import qrefine  # noqa: F401  (loads cctbx first)
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.abspath(os.environ.get("QREFINE_TEST_DATA",
-                                      os.path.join(HERE, "..", "..", "shared", "data")))
+from _data import read_model
 MODELS = {
     "3j63": "structures/cryo_em/3j63_A/3j63_A_box_complete.pdb",
     "5fn5": "structures/cryo_em/5fn5_C/5fn5_chain_c_box_complete.pdb",
@@ -38,10 +35,7 @@ MODELS = {
 
 
 def load(name):
-    from qrefine import chem_data
-    from qrefine.model_io import read_model
-    chem_data.activate(os.path.join(DATA, "chem_data"))
-    model = read_model(os.path.join(DATA, MODELS[name]), make_restraints=False)
+    model = read_model(MODELS[name])
     return model, model.get_sites_cart().as_numpy_array()
 
 

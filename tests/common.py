@@ -55,3 +55,16 @@ ATOM     18 HH32 NME A   3       3.937  13.484  10.690  1.00  0.00           H
 ATOM     19 HH33 NME A   3       5.148  12.330  11.273  1.00  0.00           H
 END
 """
+
+
+def xtb_or_skip():
+    """Skip a test when the xtb engine cannot run here."""
+    import pytest
+    from qrefine import engines
+    from qrefine.errors import QRefineError
+    try:
+        ok, note = engines.engine_module("xtb").availability()
+    except QRefineError as e:
+        ok, note = False, str(e)
+    if not ok:
+        pytest.skip("xtb not available: %s" % note)

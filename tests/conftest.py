@@ -34,3 +34,11 @@ def test_data():
 @pytest.fixture(scope="session")
 def structures(test_data):
     return os.path.join(test_data, "structures")
+
+
+@pytest.fixture(scope="session")
+def helix_model(structures):
+    """The 1us0 helix with H (a87_99_h.pdb, 94 atoms), read without restraints."""
+    from qrefine.model_io import read_model
+    return read_model(os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb"),
+                      make_restraints=False)

@@ -1,5 +1,5 @@
 """Fragmentation: graph, clustering, buffers and caps, and the assembled
-fragment gradient against the whole-model gradient (GFN-FF, 1us0 helix)."""
+fragment gradient against the whole-model gradient (GFN-FF, 1us0 helix_model)."""
 
 import os
 
@@ -10,13 +10,7 @@ from qrefine.errors import QRefineError
 from qrefine.fragments import (cap_jacobians, cap_positions, cluster_residues, cut_weight,
                                make_fragments, residue_graph)
 from qrefine.fragments.capping import CAP_DISTANCES, Cap
-
-
-@pytest.fixture(scope="module")
-def helix(structures):
-    from qrefine.model_io import read_model
-    return read_model(os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb"),
-                      make_restraints=False)
+from common import xtb_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +18,6 @@ def helix_3j63(structures):
     from qrefine.model_io import read_model
     return read_model(os.path.join(structures, "cryo_em", "3j63_A",
                                    "3j63_A_box_complete.pdb"), make_restraints=False)
-
-
-def _xtb_or_skip():
-    from qrefine import engines
-    try:
-        ok, note = engines.engine_module("xtb").availability()
-    except QRefineError as e:
-        ok, note = False, str(e)
-    if not ok:
-        pytest.skip("xtb not available: %s" % note)
 
 
 def _chain(n, hbonds=(), strong=()):
@@ -50,13 +34,13 @@ def _chain(n, hbonds=(), strong=()):
 
 # -- graph and clustering ----------------------------------------------------
 
-def test_graph_of_helix(helix):
-    g = residue_graph(helix)
+def test_graph_of_helix(helix_model):
+    g = residue_graph(helix_model)
     assert g.n_residues == 13
     assert len(g.links) == 12  # the peptide bonds, each a C-N pair
     for a, b in g.links:
         assert {g.elements[a], g.elements[b]} == {"C", "N"}
-    # alpha helix: the i -> i+4 backbone H-bonds are found
+    # alpha helix_model: the i -> i+4 backbone H-bonds are found
     hb = [k for k, kinds in g.kinds.items() if "hbond" in kinds and k[1] - k[0] == 4]
     assert len(hb) >= 6
 
@@ -101,9 +85,9 @@ def test_bad_cluster_size():
 
 # -- buffers, caps, charges --------------------------------------------------
 
-def test_caps_on_cut_bonds(helix):
-    g = residue_graph(helix)
-    sites = np.array(helix.get_sites_cart())
+def test_caps_on_cut_bonds(helix_model):
+    g = residue_graph(helix_model)
+    sites = np.array(helix_model.get_sites_cart())
     clusters = cluster_residues(g, 4)
     fragments = make_fragments(g, clusters, sites, 0.0, [0] * g.n_residues)
     n_caps = 0
@@ -155,9 +139,9 @@ def test_fragment_charges(helix_3j63):
         assert set(g.residue_of_atom[f.atoms]) == set(residues)
 
 
-def test_odd_electron_fragment_is_an_error(helix):
-    g = residue_graph(helix)
-    sites = np.array(helix.get_sites_cart())
+def test_odd_electron_fragment_is_an_error(helix_model):
+    g = residue_graph(helix_model)
+    sites = np.array(helix_model.get_sites_cart())
     charges = [0] * g.n_residues
     charges[0] = 1  # a wrong charge makes the electron count odd
     with pytest.raises(QRefineError, match="odd number of electrons"):
@@ -173,12 +157,12 @@ def _whole_gradient(model, sites, method="GFN-FF"):
     return whole.value_and_gradient(sites)[1]
 
 
-def test_fragment_gradient_matches_whole_model(helix):
-    _xtb_or_skip()
+def test_fragment_gradient_matches_whole_model(helix_model):
+    xtb_or_skip()
     from qrefine.fragments.restraints import FragmentQMRestraints
-    sites = np.array(helix.get_sites_cart())
-    reference = _whole_gradient(helix, sites)
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=5, buffer=8.0)
+    sites = np.array(helix_model.get_sites_cart())
+    reference = _whole_gradient(helix_model, sites)
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=5, buffer=8.0)
     value, grad = source.value_and_gradient(sites)
     assert value == 0.0 and len(source.fragments) == 3
     err = np.linalg.norm(grad - reference, axis=1)
@@ -191,12 +175,12 @@ def test_fragment_gradient_matches_whole_model(helix):
     assert source.timing()["engine_calls"] == calls
 
 
-def test_parallel_equals_serial(helix):
-    _xtb_or_skip()
+def test_parallel_equals_serial(helix_model):
+    xtb_or_skip()
     from qrefine.fragments.restraints import FragmentQMRestraints
-    sites = np.array(helix.get_sites_cart())
-    serial = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=4, buffer=3.0)
-    parallel = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=4,
+    sites = np.array(helix_model.get_sites_cart())
+    serial = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=4, buffer=3.0)
+    parallel = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=4,
                                     buffer=3.0, nproc=2)
     try:
         g1 = serial.value_and_gradient(sites)[1]
@@ -210,20 +194,20 @@ def test_parallel_equals_serial(helix):
     assert np.abs(g3 - g4).max() < 1e-6
 
 
-def test_minimisation_lowers_the_whole_model_energy(helix):
+def test_minimisation_lowers_the_whole_model_energy(helix_model):
     """L-BFGS with QM step control (as qr.refine runs it) on the fragment
     source (line-integral value) lowers the true energy."""
-    _xtb_or_skip()
+    xtb_or_skip()
     from qrefine.fragments.restraints import FragmentQMRestraints
     from qrefine.minimizer import lbfgs
     from qrefine.protocol import QM_MAX_STEP
     from qrefine.restraints.qm import QMRestraints
     rng = np.random.RandomState(0)
-    start = np.array(helix.get_sites_cart()) + rng.normal(scale=0.1, size=(94, 3))
-    g = residue_graph(helix)
+    start = np.array(helix_model.get_sites_cart()) + rng.normal(scale=0.1, size=(94, 3))
+    g = residue_graph(helix_model)
     whole = QMRestraints([e.capitalize() for e in g.elements], "xtb", "GFN-FF")
     e0 = whole.value_and_gradient(start)[0]
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=5,
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=5,
                                   buffer=4.0, recluster_shift=0.3)
     result = lbfgs(source.value_and_gradient, start, max_iterations=40,
                    max_step=QM_MAX_STEP)
@@ -235,13 +219,13 @@ def test_minimisation_lowers_the_whole_model_energy(helix):
     assert result.value < 0
 
 
-def test_value_is_continuous_when_a_line_search_backtracks(helix):
+def test_value_is_continuous_when_a_line_search_backtracks(helix_model):
     """A long trial step and back: the value near the start of the line must
     come back to the start value (integrated from the nearest point)."""
-    _xtb_or_skip()
+    xtb_or_skip()
     from qrefine.fragments.restraints import FragmentQMRestraints
-    x = np.array(helix.get_sites_cart())
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", max_cluster_residues=5,
+    x = np.array(helix_model.get_sites_cart())
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=5,
                                   buffer=4.0)
     v0, g0 = source.value_and_gradient(x)
     d = -g0 / np.linalg.norm(g0, axis=1).max()
@@ -255,7 +239,7 @@ def test_value_is_continuous_when_a_line_search_backtracks(helix):
 # -- qr.fragments --------------------------------------------------------------
 
 def test_command_line(structures, capsys):
-    _xtb_or_skip()
+    xtb_or_skip()
     from qrefine.scripts import fragments as cli
     path = os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb")
     assert cli.main([path, "method=GFN-FF", "max_cluster_residues=5", "buffer=8",

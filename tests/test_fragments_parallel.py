@@ -2,7 +2,7 @@
 as separate processes on 127.0.0.1) and local worker processes, against the
 serial executor; a worker killed during an evaluation; parallel.* errors.
 
-GFN-FF on the 1us0 helix (94 atoms), small clusters: well under a second of
+GFN-FF on the 1us0 helix_model (94 atoms), small clusters: well under a second of
 engine time per evaluation.
 """
 
@@ -18,6 +18,7 @@ import pytest
 
 from qrefine import params as params_mod
 from qrefine.errors import QRefineError
+from common import xtb_or_skip
 
 CLUSTER = dict(max_cluster_residues=3, buffer=3.0)
 START_TIMEOUT = 90.0  # s; a loaded 2-core CI machine imports slowly
@@ -44,30 +45,13 @@ executors._Calculators.compute = compute
 """
 
 
-def _xtb_or_skip():
-    from qrefine import engines
-    try:
-        ok, note = engines.engine_module("xtb").availability()
-    except QRefineError as e:
-        ok, note = False, str(e)
-    if not ok:
-        pytest.skip("xtb not available: %s" % note)
-
-
 @pytest.fixture(scope="module")
-def helix(structures):
-    from qrefine.model_io import read_model
-    return read_model(os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb"),
-                      make_restraints=False)
-
-
-@pytest.fixture(scope="module")
-def serial_results(helix):
+def serial_results(helix_model):
     """Serial gradients and fragment energies at two geometries."""
-    _xtb_or_skip()
+    xtb_or_skip()
     from qrefine.fragments.restraints import FragmentQMRestraints
-    sites = np.array(helix.get_sites_cart())
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", **CLUSTER)
+    sites = np.array(helix_model.get_sites_cart())
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", **CLUSTER)
     points = [sites, sites + 0.01]
     out = [source.gradient(x) for x in points]
     assert len(source.fragments) >= 4
@@ -157,10 +141,10 @@ def dask_cluster(tmp_path_factory):
         cluster.shutdown()
 
 
-def test_dask_equals_serial(helix, serial_results, dask_cluster):
+def test_dask_equals_serial(helix_model, serial_results, dask_cluster):
     from qrefine.fragments.restraints import FragmentQMRestraints
     points, expected = serial_results
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", backend="dask",
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", backend="dask",
                                   scheduler=dask_cluster.address, **CLUSTER)
     source.executor.timeout = EVALUATION_TIMEOUT
     try:
@@ -177,7 +161,7 @@ def test_dask_equals_serial(helix, serial_results, dask_cluster):
         source.close()
 
 
-def test_dask_worker_killed_during_evaluation(helix, serial_results, dask_cluster):
+def test_dask_worker_killed_during_evaluation(helix_model, serial_results, dask_cluster):
     from qrefine.fragments.dask_executor import DaskExecutor
     from qrefine.fragments.restraints import FragmentQMRestraints
     points, expected = serial_results
@@ -195,7 +179,7 @@ def test_dask_worker_killed_during_evaluation(helix, serial_results, dask_cluste
 
     executor = DaskExecutor("xtb", "GFN-FF", scheduler=dask_cluster.address,
                             progress=kill_a_busy_worker, timeout=EVALUATION_TIMEOUT)
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", executor=executor, **CLUSTER)
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", executor=executor, **CLUSTER)
     try:
         _same(source.gradient(points[0]), expected[0])
         assert len(killed) == 1
@@ -217,7 +201,7 @@ def test_dask_bad_scheduler_is_one_line_error():
 
 # -- local worker processes --------------------------------------------------------
 
-def test_process_worker_killed_between_and_during(helix, serial_results):
+def test_process_worker_killed_between_and_during(helix_model, serial_results):
     from qrefine.fragments.restraints import FragmentQMRestraints
     points, expected = serial_results
     killed = []
@@ -227,7 +211,7 @@ def test_process_worker_killed_between_and_during(helix, serial_results):
             source.executor._procs[0].kill()
             killed.append(0)
 
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", nproc=2, threads=1, **CLUSTER)
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", nproc=2, threads=1, **CLUSTER)
     try:
         executor = source.executor
         _same(source.gradient(points[0]), expected[0])
@@ -305,7 +289,7 @@ def test_missing_dask_names_the_extra(monkeypatch):
 
 # -- progress -------------------------------------------------------------------------
 
-def test_progress_line(helix, serial_results):
+def test_progress_line(helix_model, serial_results):
     import io
     from qrefine.fragments.restraints import FragmentQMRestraints
     from qrefine.log import Reporter
@@ -316,7 +300,7 @@ def test_progress_line(helix, serial_results):
 
     stream = Terminal()
     points, expected = serial_results
-    source = FragmentQMRestraints(helix, "xtb", "GFN-FF", reporter=Reporter(stream=stream),
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", reporter=Reporter(stream=stream),
                                   **CLUSTER)
     _same(source.gradient(points[0]), expected[0])
     n = len(source.fragments)
