@@ -313,3 +313,16 @@ def as_phil_string(params, master_str=MASTER_PHIL_STR):
 
 __all__ = ["parse", "suggest", "show_defaults", "as_dict", "as_phil_string",
            "master_params", "MASTER_PHIL_STR"]
+
+
+def parse_one_model(args, master_str, program):
+    """(params, model path) for tools that take one model and key=value
+    parameters; an unknown ``-option`` or not exactly one file is an error."""
+    params, files = parse(args, master_str=master_str, program=program)
+    flags = [f for f in files if f.startswith("-")]
+    if flags:
+        raise QRefineError("unknown option %s (%s --help)" % (flags[0], program))
+    if len(files) != 1:
+        raise QRefineError("give exactly one model (%s model.pdb), got %s"
+                           % (program, ", ".join(files) or "none"))
+    return params, files[0]

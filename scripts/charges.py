@@ -83,15 +83,8 @@ multiplicity = None
 def _parse(argv):
     from qrefine import params as params_mod
     from qrefine.charges import parse_ligand_charges
-    from qrefine.errors import QRefineError
-    p, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.charges")
-    flags = [f for f in files if f.startswith("-")]
-    if flags:
-        raise QRefineError("unknown option %s (qr.charges --help)" % flags[0])
-    if len(files) != 1:
-        raise QRefineError("give exactly one model (qr.charges model.pdb), got %s"
-                           % (", ".join(files) or "none"))
-    return {"model": files[0], "restraints_cif": list(p.restraints_cif or []),
+    p, model_path = params_mod.parse_one_model(argv, MASTER_PHIL_STR, "qr.charges")
+    return {"model": model_path, "restraints_cif": list(p.restraints_cif or []),
             "ligand_charges": parse_ligand_charges(p.ligand_charge),
             "multiplicity": p.multiplicity}
 

@@ -147,18 +147,11 @@ ligand_charge = None
 def _parse(argv):
     from qrefine import params as params_mod
     from qrefine.charges import parse_ligand_charges
-    from qrefine.errors import QRefineError
-    p, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.fragments")
-    flags = [f for f in files if f.startswith("-")]
-    if flags:
-        raise QRefineError("unknown option %s (qr.fragments --help)" % flags[0])
-    if len(files) != 1:
-        raise QRefineError("give exactly one model (qr.fragments model.pdb), got %s"
-                           % (", ".join(files) or "none"))
+    p, model_path = params_mod.parse_one_model(argv, MASTER_PHIL_STR, "qr.fragments")
     options = {}
     if p.solvent is not None:
         options["solvent"] = None if p.solvent.lower() == "none" else p.solvent
-    return {"model": files[0], "engine": p.engine, "method": p.method,
+    return {"model": model_path, "engine": p.engine, "method": p.method,
             "max_cluster_residues": p.max_cluster_residues, "buffer": p.buffer,
             "nproc": p.nproc, "cap_gradients": p.cap_gradients, "compare": p.compare,
             "contact_cutoff": p.contact_cutoff,
