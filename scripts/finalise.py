@@ -38,20 +38,13 @@ options: --help, --show-defaults, --version
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        sys.stdout.write(HELP)
-        return 0
-    if argv[0] == "--version":
-        from qrefine import __version__
-        sys.stdout.write("qrefine %s\n" % __version__)
-        return 0
     from qrefine import params as params_mod
     from qrefine.finalise.params import MASTER_PHIL_STR
-    if argv[0] in ("--show-defaults", "--show_defaults"):
-        sys.stdout.write(params_mod.show_defaults(MASTER_PHIL_STR))
-        return 0
+    from qrefine.scripts.logged_run import answer_info_request, logged_run
+    code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
+    if code is not None:
+        return code
     from qrefine.errors import QRefineError
-    from qrefine.scripts.logged_run import logged_run
 
     def prepare():
         params, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.finalise")

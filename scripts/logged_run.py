@@ -13,6 +13,27 @@ import sys
 import traceback
 
 
+def answer_info_request(argv, help_text, master_str, extra=None):
+    """Answer --help (or no arguments), --version and --show-defaults, and
+    the flags in ``extra`` ({flag: function returning an exit code}).
+    Returns the exit code, or None when the arguments ask for a run."""
+    first = argv[0] if argv else "--help"
+    if first in ("-h", "--help", "help"):
+        sys.stdout.write(help_text)
+        return 0
+    if first == "--version":
+        from qrefine import __version__
+        sys.stdout.write("qrefine %s\n" % __version__)
+        return 0
+    if first in ("--show-defaults", "--show_defaults"):
+        from qrefine import params as params_mod
+        sys.stdout.write(params_mod.show_defaults(master_str))
+        return 0
+    if extra and first in extra:
+        return extra[first]()
+    return None
+
+
 def logged_run(program, argv, prepare):
     from qrefine.errors import QRefineError
     from qrefine.log import Reporter, header_lines

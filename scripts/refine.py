@@ -48,22 +48,14 @@ options: --help, --show-defaults, --engines, --version
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        sys.stdout.write(HELP)
-        return 0
-    if argv[0] == "--version":
-        from qrefine import __version__
-        sys.stdout.write("qrefine %s\n" % __version__)
-        return 0
-    if argv[0] == "--engines":
-        return show_engines()
     from qrefine import params as params_mod
-    if argv[0] in ("--show-defaults", "--show_defaults"):
-        sys.stdout.write(params_mod.show_defaults())
-        return 0
+    from qrefine.scripts.logged_run import answer_info_request, logged_run
+    code = answer_info_request(argv, HELP, params_mod.MASTER_PHIL_STR,
+                               {"--engines": show_engines})
+    if code is not None:
+        return code
     from qrefine.errors import QRefineError
     from qrefine.outputs import OutputPaths
-    from qrefine.scripts.logged_run import logged_run
 
     def prepare():
         params, files = params_mod.parse(argv)
