@@ -24,13 +24,10 @@ shell, so an odd count is reported as an error).
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     from qrefine.errors import QRefineError
-    if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(HELP)
-        return 0
-    if argv[0] in ("--show-defaults", "--show_defaults"):
-        from qrefine import params as params_mod
-        sys.stdout.write(params_mod.show_defaults(MASTER_PHIL_STR))
-        return 0
+    from qrefine.scripts.logged_run import answer_info_request
+    code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
+    if code is not None:
+        return code
     try:
         options = _parse(argv)
         from qrefine import charges

@@ -71,14 +71,11 @@ output {
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        sys.stdout.write(HELP)
-        return 0
-    from qrefine import params as params_mod
-    if argv[0] in ("--show-defaults", "--show_defaults"):
-        sys.stdout.write(params_mod.show_defaults(MASTER_PHIL_STR))
-        return 0
     from qrefine.errors import QRefineError
+    from qrefine.scripts.logged_run import answer_info_request
+    code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
+    if code is not None:
+        return code
     try:
         run(argv)
         return 0
@@ -142,7 +139,6 @@ def run(argv):
 
 def _parse(argv):
     from qrefine import params as params_mod
-    from qrefine.errors import QRefineError
     return params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.comparama")
 
 
