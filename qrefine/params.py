@@ -109,7 +109,7 @@ weights {
 qm {
   clustering = None
     .type = bool
-    .help = "Compute QM restraints on clustered fragments (True) or on the whole model at once (False); None: fragments for models with more than fragments.clustering_above atoms or with parallel.backend=dask, else the whole model."
+    .help = "Compute QM restraints on clustered fragments (True) or on the whole model at once (False); None: fragments for models with more than fragments.clustering_above atoms (10 times that for the GFN-FF force field) or with parallel.backend=dask, else the whole model."
   solvent = water
     .type = str
     .help = "Implicit solvent for engines that support it (xtb: GBSA); none switches it off."

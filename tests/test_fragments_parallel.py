@@ -261,6 +261,9 @@ def test_fragments_by_default_only_above_the_size_threshold():
     assert uses_fragments(p, 10)          # a Dask cluster computes fragments
     p, _ = params_mod.parse(["restraints=cctbx", "qm.clustering=true"])
     assert not uses_fragments(p, 10 ** 6)
+    # GFN-FF has no SCF: whole models up to ten times the threshold
+    p, _ = params_mod.parse(["restraints=qm", "method=GFN-FF"])
+    assert not uses_fragments(p, 1436) and uses_fragments(p, 10001)
 
 
 def test_dask_without_scheduler_is_one_line_error():
