@@ -151,6 +151,10 @@ def run(params, files, paths, reporter, argv=()):
         reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, "
                       "whole model" % (params.engine, restraints.method, restraints.charge,
                                        restraints.multiplicity))
+    if hasattr(restraints, "recentre"):
+        reporter.info("dual level: GFN-FF steps between QM calls, one QM call per macro cycle "
+                      "(up to %d cycles of %d iterations)" % (
+                          params.qm.low_level_cycles, params.qm.low_level_iterations))
     timings["setup_s"] = time.time() - t
     sites = model.get_sites_cart().as_numpy_array()
 

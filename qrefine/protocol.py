@@ -80,7 +80,9 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
     scale = params.data_weight_scale
     if scale is None and data is not None:
         scale = DEFAULT_SCALE[data.kind]
-    common = dict(max_iterations=params.refine.max_iterations,
+    dual = bool(params.restraints == "qm" and params.qm.low_level)
+    common = dict(max_iterations=(params.qm.low_level_iterations if dual
+                                  else params.refine.max_iterations),
                   tolerance=params.refine.convergence_tolerance, reporter=reporter,
                   max_step=max_step(params),
                   gradient_tolerance=gradient_tolerance(params))
@@ -122,7 +124,8 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
         ck.save()
 
     sites, cycles = refine(start_sites, restraints, target_data,
-                           macro_cycles=params.refine.macro_cycles, weight=weight,
+                           macro_cycles=(params.qm.low_level_cycles if dual
+                                         else params.refine.macro_cycles), weight=weight,
                            weight_scale=scale, first_cycle=first_cycle, on_cycle=save_cycle,
                            **common)
     result.sites = sites

@@ -56,8 +56,12 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
     """
     sites = np.array(sites_cart, dtype=float)
     records = []
+    predicted = None  # the model target's fall in the last cycle (dual level)
     for cycle in range(first_cycle, macro_cycles + 1):
         t0 = time.time()
+        if hasattr(restraints, "recentre"):
+            # Dual level: one QM call per macro cycle; it may step back.
+            sites = restraints.recentre(sites, predicted)
         w = 0.0
         if data is not None:
             data.update(sites)
@@ -74,6 +78,7 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
                        tolerance=tolerance, callback=progress, max_step=max_step,
                        gradient_tolerance=gradient_tolerance)
         sites = result.sites_cart
+        predicted = result.start_value - result.value
         stats = data.statistics(sites) if data is not None else {}
         record = CycleRecord(cycle=cycle, weight=w, start_target=result.start_value,
                              final_target=result.value, iterations=result.iterations,

@@ -122,7 +122,34 @@ def expands_symmetry(model, params, data_kind=None):
 def build_restraints(model, model_path, params, failed_dir, reporter=None, data_kind=None):
     """The restraint source; ``reporter`` (optional) shows fragment progress;
     ``data_kind`` ("reflections", "map" or None) decides, with
-    ``symmetry.expand``, whether symmetry copies join the QM system."""
+    ``symmetry.expand``, whether symmetry copies join the QM system.  With
+    ``qm.low_level`` the QM source is wrapped in a
+    :class:`~qrefine.restraints.dual_level.DualLevelRestraints`."""
+    low_level = getattr(getattr(params, "qm", None), "low_level", None)
+    if params.restraints != "qm" or not low_level:
+        return _build(model, model_path, params, failed_dir, reporter, data_kind)
+    if not is_force_field(low_level):
+        raise QRefineError("qm.low_level=%s: only GFN-FF is supported (a force field, so "
+                           "that its steps cost far less than the QM calls)" % low_level)
+    if expands_symmetry(model, params, data_kind):
+        raise QRefineError("qm.low_level does not yet include crystal symmetry copies; set "
+                           "symmetry.expand=false or remove qm.low_level")
+    high = _build(model, model_path, params, failed_dir, reporter, data_kind)
+    from qrefine import charges
+    from qrefine.restraints.dual_level import DualLevelRestraints
+    from qrefine.restraints.qm import QMRestraints
+    symbols = ["H" if s == "D" else s for s in
+               (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
+    charge = params.charge if params.charge is not None else charges.total_charge(model)
+    solvent = params.qm.solvent
+    options = {"solvent": None if solvent is None or str(solvent).lower() == "none"
+               else solvent}
+    low = QMRestraints(symbols, "xtb", method="GFN-FF", charge=charge, options=options,
+                       failed_dir=failed_dir, label="whole model (qm.low_level)")
+    return DualLevelRestraints(high, low)
+
+
+def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None):
     clustering = uses_fragments(params, model.get_number_of_atoms())
     backend, scheduler = check_parallel(params, clustering)
     if params.restraints == "cctbx":
