@@ -20,8 +20,11 @@ FORMAT = 1
 
 def fingerprint(inputs, parameters):
     """What must match for a checkpoint to be reused: inputs and the
-    parameters that change results (not output names, restart, nproc)."""
-    skip = ("output.", "restart", "nproc", "parallel.")
+    parameters that change results (not output names, restart, nproc, nor
+    the number of macro cycles: a resumed run may go on longer or stop
+    sooner)."""
+    skip = ("output.", "restart", "nproc", "parallel.", "refine.macro_cycles",
+            "qm.low_level_cycles")
     return {"inputs": {k: (os.path.abspath(v) if isinstance(v, str) else v)
                        for k, v in inputs.items()},
             "parameters": {k: v for k, v in parameters.items() if not k.startswith(skip)}}

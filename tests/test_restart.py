@@ -76,3 +76,12 @@ def test_restart_with_other_parameters_is_refused(tmp_path, structures, capsys, 
                  "restart=%s" % ck.path, "output.dir=%s" % (tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 1 and "different run" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_resumed_run_may_change_its_number_of_macro_cycles():
+    from qrefine.checkpoint import fingerprint
+    def fp(**parameters):
+        return fingerprint({"model": "m.pdb"}, dict({"data_weight": 1.0}, **parameters))
+    a = fp(**{"refine.macro_cycles": 5, "qm.low_level_cycles": 30})
+    assert a == fp(**{"refine.macro_cycles": 9, "qm.low_level_cycles": 12})
+    assert a != fp(**{"refine.macro_cycles": 5, "qm.low_level_cycles": 30, "data_weight": 2.0})
