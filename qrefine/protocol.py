@@ -13,6 +13,7 @@ Modes:
 from dataclasses import dataclass, field
 
 import numpy as np
+from iotbx.pdb.amino_acid_codes import one_letter_given_three_letter as AMINO_ACIDS
 from scitbx.array_family import flex
 
 from qrefine.checkpoint import Checkpoint
@@ -21,7 +22,7 @@ from qrefine.refinement import CycleRecord, estimate_weight, refine
 from qrefine.validation import validate
 from qrefine.weights.initial import DEFAULT_SCALE
 from qrefine.weights.search import (Trial, WeightSearch, default_limits, default_max_r_gap,
-                                    geometric_grid)
+                                    geometric_grid, one_step_tolerances)
 
 
 @dataclass
@@ -149,8 +150,12 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
     if data.kind == "reflections":
         max_gap = (params.weights.max_r_gap if params.weights.max_r_gap is not None
                    else default_max_r_gap(_d_min(data)))
+    n_residues = sum(1 for rg in model.get_hierarchy().residue_groups()
+                     if rg.atom_groups()[0].resname.strip() in AMINO_ACIDS)
     search = WeightSearch(grid, data.kind, max_bond, max_angle, max_gap,
-                          refine_bracket=params.weights.refine_bracket)
+                          refine_bracket=params.weights.refine_bracket,
+                          monitored=one_step_tolerances(n_residues,
+                                                        model.get_number_of_atoms()))
     reporter.info("")
     reporter.info("Weight search: gradient-norm ratio x %g = %.4g; %d trial weights %.4g .. "
                   "%.4g; limits bond %.4f, angle %.2f%s" % (

@@ -69,3 +69,17 @@ def test_defaults():
     assert geometric_grid(10, 2, 2, 1) == [2.5, 5, 10, 20]
     assert default_limits(4.0) == (0.015, 1.8) and default_limits(1.5) == (0.025, 2.5)
     assert default_max_r_gap(4.0) == pytest.approx(0.09)
+
+
+def test_tolerances_are_never_finer_than_one_residue():
+    from qrefine.weights.search import MONITORED, one_step_tolerances
+    helix = one_step_tolerances(13, 94)           # the 1us0 helix
+    assert helix["rama_favored"][1] > 100.0 / 11 and helix["rama_favored"][1] < 200.0 / 11
+    assert helix["clashscore"][1] > 1000.0 / 94
+    big = one_step_tolerances(2000, 30000)
+    assert big == MONITORED                       # large models keep the defaults
+    # One residue of the helix's 11 (phi, psi) residues flipping is tolerated.
+    search = WeightSearch([1, 2], "map", 0.02, 2.0, monitored=helix)
+    before = {"rama_favored": 100.0, "clashscore": 0.0}
+    assert search.judge({"rama_favored": 90.91, "clashscore": 10.64}, before) == ""
+    assert "rama_favored" in search.judge({"rama_favored": 81.8, "clashscore": 0.0}, before)
