@@ -144,7 +144,7 @@ def validate_file(path, spec):
 
 def readme_rows(key):
     """{method: {column: value}} from the Q|R cryo-EM README table of one model."""
-    text = open(os.path.join(CRYO, "README_QR3-RSR-cryo-EM.md")).read()
+    text = open(os.path.join(CRYO, "README_qrefine-cryo-EM.md")).read()
     section = re.split(r"\n#+ ", "\n" + text)
     names = {"bond": "bond_rmsd", "angle": "angle_rmsd", "clash": "clashscore",
              "rama_out": "rama_outliers", "rama_favor": "rama_favored",
