@@ -119,6 +119,16 @@ def expands_symmetry(model, params, data_kind=None):
     return cs.space_group().order_z() > 1
 
 
+def _symbols_and_charge(model, params):
+    """Element symbols for a whole-model QM system (deuterium is hydrogen to
+    the electrons) and its total charge (charge=, else from the residues)."""
+    from qrefine import charges
+    symbols = ["H" if s == "D" else s for s in
+               (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
+    charge = params.charge if params.charge is not None else charges.total_charge(model)
+    return symbols, charge
+
+
 def build_restraints(model, model_path, params, failed_dir, reporter=None, data_kind=None):
     """The restraint source; ``reporter`` (optional) shows fragment progress;
     ``data_kind`` ("reflections", "map" or None) decides, with
@@ -135,12 +145,9 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
         raise QRefineError("qm.low_level does not yet include crystal symmetry copies; set "
                            "symmetry.expand=false or remove qm.low_level")
     high = _build(model, model_path, params, failed_dir, reporter, data_kind)
-    from qrefine import charges
     from qrefine.restraints.dual_level import DualLevelRestraints
     from qrefine.restraints.qm import QMRestraints
-    symbols = ["H" if s == "D" else s for s in
-               (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
-    charge = params.charge if params.charge is not None else charges.total_charge(model)
+    symbols, charge = _symbols_and_charge(model, params)
     solvent = params.qm.solvent
     options = {"solvent": None if solvent is None or str(solvent).lower() == "none"
                else solvent}
@@ -184,10 +191,7 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
             buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
             nproc=params.nproc, failed_dir=failed_dir, backend=backend,
             scheduler=scheduler, reporter=reporter, environment=environment)
-    # Deuterium is hydrogen to the electrons.
-    symbols = ["H" if s == "D" else s for s in
-               (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
-    charge = params.charge if params.charge is not None else charges.total_charge(model)
+    symbols, charge = _symbols_and_charge(model, params)
     # Electrons of the first conformer only: altlocs are not extra atoms.
     multiplicity = charges.check_multiplicity(
         charges.electron_count(model, charge), params.multiplicity)
