@@ -9,7 +9,7 @@ from qrefine.errors import QRefineError
 from qrefine.checkpoint import fingerprint
 from qrefine.outputs import write_atomic_bytes, write_json, write_model
 from qrefine.protocol import run_protocol
-from qrefine.restraints.factory import build_restraints
+from qrefine.restraints.factory import build_restraints, expands_symmetry
 from qrefine.validation import validate
 from qrefine.weights.plot import plot_weight_search
 
@@ -164,6 +164,8 @@ def run(params, files, paths, reporter, argv=()):
         data.update(sites)  # scales (and bulk solvent) fitted to the start model
         start_stats = data.statistics(sites)
     start = validate(model, data_statistics=start_stats)
+    contacts = _intercopy_counter(model, data_kind)
+    start_contacts = contacts(model) if contacts else None
     timings["validation_start_s"] = time.time() - t
 
     t = time.time()
@@ -195,11 +197,20 @@ def run(params, files, paths, reporter, argv=()):
         data.update(final_sites)
         final_stats = data.statistics(final_sites)
     final = validate(model, data_statistics=final_stats)
+    symmetry = None
+    if contacts:
+        symmetry = _symmetry_summary(restraints, expands_symmetry(model, params, data_kind),
+                                     start_contacts, contacts(model))
     timings["validation_final_s"] = time.time() - t
 
     reporter.info("")
     reporter.info("Validation (start -> final):")
     reporter.info(start.format_table(other=final))
+    if symmetry:
+        reporter.info("H-bonds to symmetry copies (crystal contacts): %d -> %d (QM with "
+                      "symmetry copies: %s)" % (symmetry["intercopy_hbonds"]["start"],
+                                                symmetry["intercopy_hbonds"]["final"],
+                                                "yes" if symmetry["expanded"] else "no"))
 
     t = time.time()
     notes.extend(write_model(model, paths.pdb, paths.cif))
@@ -222,6 +233,7 @@ def run(params, files, paths, reporter, argv=()):
         "weight_search": [t.as_dict() for t in protocol.trials],
         "chosen_weight": protocol.chosen_weight,
         "fragments": fragments,
+        "symmetry": symmetry,
         "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
         "notes": notes,
         "outputs": {"pdb": paths.pdb if os.path.exists(paths.pdb) else None,
@@ -235,6 +247,33 @@ def run(params, files, paths, reporter, argv=()):
     write_json(paths.summary, summary)
     ck.remove()  # the run is complete: nothing left to resume
     return summary
+
+
+def _intercopy_counter(model, data_kind):
+    """A function counting the model's H-bonds to its symmetry copies
+    (:func:`qrefine.validation.hbonds.count_intercopy_hbonds`), for crystal
+    data on a model with H and a space group other than P1; else None."""
+    from qrefine.validation.hbonds import count_intercopy_hbonds
+    cs = model.crystal_symmetry()
+    if data_kind != "reflections" or cs is None or cs.space_group() is None \
+            or cs.unit_cell() is None or cs.space_group().order_z() < 2:
+        return None
+    if not any(a.element.strip().upper() in ("H", "D") for a in model.get_hierarchy().atoms()):
+        return None
+    return count_intercopy_hbonds
+
+
+def _symmetry_summary(restraints, expanded, start_hbonds, final_hbonds):
+    """The summary's "symmetry" object: whether the QM system held the
+    copies, their environment (radius, operators, residue copies, atoms,
+    caps) and the H-bonds to copies at start and end."""
+    out = {"expanded": bool(expanded),
+           "intercopy_hbonds": {"start": start_hbonds, "final": final_hbonds}}
+    if hasattr(restraints, "symmetry_summary"):
+        out["environment"] = restraints.symmetry_summary()
+    elif getattr(restraints, "environment", None) is not None:
+        out["environment"] = restraints.environment.summary()
+    return out
 
 
 def _fragment_summary(restraints):

@@ -608,3 +608,44 @@ def test_build_restraints_wires_the_environment(structures, tmp_path):
         assert fragments.environment.radius == 8.0  # fragments.buffer
     finally:
         fragments.close()
+
+
+def test_crystal_refinement_reports_contacts_with_and_without_copies(structures, tmp_path):
+    """qr.refine of 1aie (P422) after qr.finalise, with QM restraints (a
+    small symmetry.radius keeps GFN-FF fast): the summary's "symmetry"
+    object says whether the QM system held the copies, describes them, and
+    counts the H-bonds to copies in the input and refined models."""
+    import json
+    from qrefine import model_io
+    from qrefine.scripts.finalise import main as finalise
+    from qrefine.scripts.refine import main as refine
+    from qrefine.validation.hbonds import count_intercopy_hbonds
+    _xtb_or_skip()
+    d = os.path.join(structures, "xray", "1aie")
+    ready = str(tmp_path / "ready")
+    assert finalise([os.path.join(d, "1aie_refine_001_complete.pdb"),
+                     "output.dir=%s" % ready]) == 0
+    model_path = os.path.join(ready, "1aie_refine_001_complete_complete.pdb")
+    start = count_intercopy_hbonds(model_io.read_model(model_path, make_restraints=False))
+    assert start >= 10
+    for expand in ("true", "false"):
+        out = str(tmp_path / expand)
+        assert refine([model_path, os.path.join(d, "1aie.mtz"), "restraints=qm", "engine=xtb",
+                       "method=GFN-FF", "qm.clustering=false", "qm.solvent=none",
+                       "weights.search=false", "refine.macro_cycles=1",
+                       "refine.max_iterations=2", "symmetry.radius=2.5",
+                       "symmetry.expand=%s" % expand, "output.prefix=r",
+                       "output.dir=%s" % out]) == 0
+        with open(os.path.join(out, "r_summary.json")) as f:
+            sym = json.load(f)["symmetry"]
+        refined = model_io.read_model(os.path.join(out, "r_refined.pdb"), make_restraints=False)
+        assert sym["expanded"] is (expand == "true")
+        assert sym["intercopy_hbonds"] == {"start": start,
+                                           "final": count_intercopy_hbonds(refined)}
+        if expand == "true":
+            env = sym["environment"]
+            assert env["radius"] == 2.5 and env["residue_copies"] > 0 and env["caps"] > 0
+        else:
+            assert "environment" not in sym
+        with open(os.path.join(out, "r.log")) as f:
+            assert "H-bonds to symmetry copies (crystal contacts): %d -> " % start in f.read()
