@@ -648,4 +648,6 @@ def test_crystal_refinement_reports_contacts_with_and_without_copies(structures,
         else:
             assert "environment" not in sym
         with open(os.path.join(out, "r.log")) as f:
-            assert "H-bonds to symmetry copies (crystal contacts): %d -> " % start in f.read()
+            log = f.read()
+        assert "H-bonds to symmetry copies (crystal contacts): %d -> " % start in log
+        assert ("GFN-FF is not local" in log) is (expand == "true")
