@@ -154,6 +154,8 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                      if rg.atom_groups()[0].resname.strip() in AMINO_ACIDS)
     search = WeightSearch(grid, data.kind, max_bond, max_angle, max_gap,
                           refine_bracket=params.weights.refine_bracket,
+                          extend_below=0 if params.weights.trials else params.weights.extend_below,
+                          factor=params.weights.grid_factor,
                           monitored=one_step_tolerances(n_residues,
                                                         model.get_number_of_atoms()))
     reporter.info("")

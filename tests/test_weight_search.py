@@ -83,3 +83,27 @@ def test_tolerances_are_never_finer_than_one_residue():
     before = {"rama_favored": 100.0, "clashscore": 0.0}
     assert search.judge({"rama_favored": 90.91, "clashscore": 10.64}, before) == ""
     assert "rama_favored" in search.judge({"rama_favored": 81.8, "clashscore": 0.0}, before)
+
+
+def test_extends_below_the_grid_while_the_lowest_weight_fits_best():
+    def m(rw, rf):
+        return {"bond_rmsd": 0.01, "angle_rmsd": 1.0, "r_work": rw, "r_free": rf}
+    # 5bmi-like: R-free falls with the weight below the grid, until w = 0.25.
+    table = {0.125: m(0.25, 0.262), 0.25: m(0.25, 0.259), 0.5: m(0.23, 0.278),
+             1: m(0.21, 0.28), 2: m(0.20, 0.29), 4: m(0.19, 0.30)}
+    run_trial, asked = fake_trials(table)
+    chosen, trials = WeightSearch([1, 2, 4], "reflections", 0.02, 2.0, max_r_gap=0.1,
+                                  refine_bracket=False, extend_below=3).run(run_trial)
+    assert asked == [1, 2, 4, 0.5, 0.25, 0.125]   # stops once w=0.125 fits worse
+    assert chosen.weight == 0.25
+    run_trial, asked = fake_trials(table)
+    chosen, _ = WeightSearch([1, 2, 4], "reflections", 0.02, 2.0, max_r_gap=0.1,
+                             refine_bracket=False, extend_below=1).run(run_trial)
+    assert asked == [1, 2, 4, 0.5] and chosen.weight == 0.5
+    # Not when a grid weight above the lowest fits best; never with 0.
+    table[1], table[2] = m(0.21, 0.25), m(0.20, 0.24)
+    for extend in (0, 3):
+        run_trial, asked = fake_trials(table)
+        chosen, _ = WeightSearch([1, 2, 4], "reflections", 0.02, 2.0, max_r_gap=0.1,
+                                 refine_bracket=False, extend_below=extend).run(run_trial)
+        assert asked == [1, 2, 4] and chosen.weight == 2

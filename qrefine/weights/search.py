@@ -100,8 +100,13 @@ class WeightSearch:
     """
 
     def __init__(self, weights, kind, max_bond_rmsd, max_angle_rmsd, max_r_gap=None,
-                 refine_bracket=True, monitored=None):
+                 refine_bracket=True, monitored=None, extend_below=0, factor=2.0):
         self.weights = sorted(weights)
+        # When the lowest weight tried fits best, lower ones may fit better
+        # still (a well-refined start model at low resolution): up to
+        # ``extend_below`` more trials, each ``factor`` lower.
+        self.extend_below = int(extend_below)
+        self.factor = float(factor)
         self.kind = kind
         self.max_bond_rmsd = max_bond_rmsd
         self.max_angle_rmsd = max_angle_rmsd
@@ -178,7 +183,23 @@ class WeightSearch:
             t.accepted, t.reason = (reason == ""), reason
             if on_trial is not None and round(w, 12) not in finished:
                 on_trial(t, trials)
+        for _ in range(self.extend_below):
+            best = self._best(trials)
+            lowest = min(t.weight for t in trials)
+            if best is None or best.weight > lowest:
+                break
+            # Below the grid: only the absolute limits apply, as a lower
+            # weight trades fit for geometry by design.
+            t = trial_at(lowest / self.factor)
+            reason = self.judge(t.metrics, None)
+            t.accepted, t.reason = (reason == ""), reason
+            if on_trial is not None and round(t.weight, 12) not in finished:
+                on_trial(t, trials)
+        return self._best(trials), trials
+
+    def _best(self, trials):
+        """The accepted trial with the best fit (ties: the higher weight)."""
         accepted = [t for t in trials if t.accepted and self._fit_ok(t.metrics)]
         if not accepted:
-            return None, trials
-        return min(accepted, key=lambda t: (self._fit_key(t.metrics), -t.weight)), trials
+            return None
+        return min(accepted, key=lambda t: (self._fit_key(t.metrics), -t.weight))
