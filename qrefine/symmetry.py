@@ -74,6 +74,8 @@ class SymmetryEnvironment:
     residue whose bonded neighbour is not copied with the same operator gets
     an H cap on that bond (:mod:`qrefine.fragments.capping` distances), so the
     environment has no dangling bonds.  Without ``elements``, no caps.
+    ``resnames`` (optional, one per residue): lets clashes between amino
+    acids be told from bonds (:func:`inter_residue_bonds`).
 
     Attributes: ``operators`` ([:class:`Operator`], identity excluded);
     ``copies`` ([(residue index, operator index)]); per environment atom:
@@ -85,7 +87,7 @@ class SymmetryEnvironment:
     """
 
     def __init__(self, crystal_symmetry, sites_cart, residues, radius=DEFAULT_RADIUS,
-                 labels=None, elements=None):
+                 labels=None, elements=None, resnames=None):
         from scipy.spatial import cKDTree
         if radius <= 0:
             raise QRefineError("symmetry.radius must be > 0 A, got %s" % radius)
@@ -132,8 +134,8 @@ class SymmetryEnvironment:
                 self.operators.append(Operator(rot, trans, label))
                 k = len(self.operators) - 1
                 self.copies.extend((int(r), k) for r in near)
-        links = inter_residue_bonds(sites, residue_of, elements) if elements is not None \
-            else np.zeros((0, 2), dtype=int)
+        links = inter_residue_bonds(sites, residue_of, elements, resnames) \
+            if elements is not None else np.zeros((0, 2), dtype=int)
         bonded = collections.defaultdict(list)  # residue -> [(inside, outside atom)]
         for a, b in links:
             bonded[residue_of[a]].append((int(a), int(b)))
@@ -252,12 +254,17 @@ class SymmetryEnvironment:
                 "caps": self.n_caps}
 
 
-def inter_residue_bonds(sites, residue_of, elements):
-    """(n, 2) covalent bonds between atoms of different residues (distance
-    below the sum of covalent radii + 0.45 A; no H-H, no metal bonds)."""
+def inter_residue_bonds(sites, residue_of, elements, resnames=None):
+    """(n, 2) covalent bonds between atoms of different residues: distance
+    below the sum of covalent radii + 0.45 A, as in
+    :mod:`qrefine.fragments.graph`.  Never to an H or a metal: an H bonds
+    within its own residue, so a short inter-residue contact of an H is a
+    clash (3ds1: ALA A 228 H ... HOH S 88 O at 1.26 A).  With ``resnames``
+    (per residue), two amino acids bond only by a peptide or disulfide
+    link, as in the fragment graph."""
     from ase.data import atomic_numbers, covalent_radii
     from scipy.spatial import cKDTree
-    from qrefine.fragments.graph import COVALENT_TOLERANCE, _NONMETALS
+    from qrefine.fragments.graph import COVALENT_TOLERANCE, _NONMETALS, _is_amino_acid
     el = np.array([str(e).strip().upper() for e in elements])
     radii = np.array([covalent_radii[atomic_numbers.get(e.capitalize(), 0)] for e in el])
     pairs = cKDTree(sites).query_pairs(2 * radii.max() + COVALENT_TOLERANCE,
@@ -268,7 +275,13 @@ def inter_residue_bonds(sites, residue_of, elements):
     d = np.linalg.norm(sites[a] - sites[b], axis=1)
     metal = np.array([e not in _NONMETALS for e in el])
     keep = ((residue_of[a] != residue_of[b]) & (d < radii[a] + radii[b] + COVALENT_TOLERANCE)
-            & ~((el[a] == "H") & (el[b] == "H")) & ~metal[a] & ~metal[b])
+            & (el[a] != "H") & (el[b] != "H") & ~metal[a] & ~metal[b])
+    if resnames is not None:
+        amino = np.array([_is_amino_acid(n) for n in resnames])
+        both = amino[residue_of[a]] & amino[residue_of[b]]
+        pair = np.char.add(el[a], el[b])
+        link = np.isin(pair, ("CN", "NC", "SS"))
+        keep &= ~both | link
     out = np.sort(pairs[keep], axis=1)
     return out[np.lexsort((out[:, 1], out[:, 0]))]
 
@@ -327,7 +340,16 @@ def model_environment(model, radius=DEFAULT_RADIUS, sites_cart=None, caps=True):
         hierarchy = model.get_hierarchy() if hasattr(model, "get_hierarchy") else model
         elements = [_element(a) for a in hierarchy.atoms()]
     return SymmetryEnvironment(cs, sites_cart, residue_atoms(model), radius,
-                               labels=atom_labels(model), elements=elements)
+                               labels=atom_labels(model), elements=elements,
+                               resnames=residue_names(model))
+
+
+def residue_names(model):
+    """Residue name of each residue of :func:`residue_atoms` (its first
+    conformer's)."""
+    hierarchy = model.get_hierarchy() if hasattr(model, "get_hierarchy") else model
+    return [rg.atom_groups()[0].resname.strip()
+            for chain in hierarchy.models()[0].chains() for rg in chain.residue_groups()]
 
 
 def residue_atoms(model):

@@ -18,6 +18,7 @@ from qrefine.errors import QRefineError
 KCAL = 23.060547830619  # kcal/mol per eV
 RC = 5.0                # A, range of the test pair potential
 SETS = {"5bmi": ("xray/5bmi/5bmi_refine_001_complete.pdb", "P 1 21 1"),
+        "3ds1": ("xray/3ds1/3ds1_refine_001_complete.pdb", "P 41 21 2"),
         "5c11": ("xray/5c11/5c11_4WQ_to_LYS_complete.pdb", "I 4 3 2"),
         "1aie": ("xray/1aie/1aie_refine_001_complete.pdb", "P 4 2 2")}
 
@@ -78,7 +79,8 @@ def _small_capped_asu(structures, name, pad=5.0):
     hierarchy = small.get_hierarchy().deep_copy()
     by_id = {a.id_str(): a for a in hierarchy.atoms()}
     n_caps = 0
-    for a, b in symmetry.inter_residue_bonds(fx, residue_of, [_element(a) for a in fatoms]):
+    for a, b in symmetry.inter_residue_bonds(fx, residue_of, [_element(a) for a in fatoms],
+                                             symmetry.residue_names(full)):
         for i, o in ((a, b), (b, a)):
             if inside[i] and not inside[o]:
                 n_caps += 1
@@ -113,7 +115,7 @@ def _brute_force_environment(model, radius):
     residue_of = np.empty(len(x), dtype=int)
     for k, r in enumerate(residues):
         residue_of[r] = k
-    bonds = symmetry.inter_residue_bonds(x, residue_of, elements)
+    bonds = symmetry.inter_residue_bonds(x, residue_of, elements, symmetry.residue_names(model))
     res_charge = [r.charge for r in charges.residue_charges(model)]
     tree = cKDTree(x)
     pos, syms, charge = [], [], 0
@@ -651,3 +653,32 @@ def test_crystal_refinement_reports_contacts_with_and_without_copies(structures,
             log = f.read()
         assert "H-bonds to symmetry copies (crystal contacts): %d -> " % start in log
         assert ("GFN-FF is not local" in log) is (expand == "true")
+
+
+def test_h_contacts_and_amino_acid_clashes_are_not_bonds(structures):
+    """A short contact of an H with another residue is a clash, not a bond
+    to cap (3ds1: ALA A 228 H ... HOH S 88 O, 1.26 A, used to stop the
+    expansion with "no H-cap bond length for element H"); between amino
+    acids only peptide and disulfide links count, as in the fragment graph."""
+    from qrefine import symmetry
+    from qrefine.fragments.graph import _element
+    model = _read(structures, "3ds1")
+    x = model.get_sites_cart().as_numpy_array()
+    atoms = list(model.get_hierarchy().atoms())
+    elements = [_element(a) for a in atoms]
+    residue_of = np.empty(len(x), dtype=int)
+    for k, r in enumerate(symmetry.residue_atoms(model)):
+        residue_of[r] = k
+    ala_h = next(i for i, a in enumerate(atoms) if a.id_str() == 'pdb=" H   ALA A 228 "')
+    water_o = next(i for i, a in enumerate(atoms) if a.id_str() == 'pdb=" O   HOH S  88 "')
+    assert np.linalg.norm(x[ala_h] - x[water_o]) < 1.3
+    bonds = symmetry.inter_residue_bonds(x, residue_of, elements, symmetry.residue_names(model))
+    assert len(bonds) >= 80   # the peptide links of its chain
+    assert not any("H" in (elements[a], elements[b]) for a, b in bonds)
+    names = symmetry.residue_names(model)
+    from qrefine.fragments.graph import _is_amino_acid
+    for a, b in bonds:
+        if _is_amino_acid(names[residue_of[a]]) and _is_amino_acid(names[residue_of[b]]):
+            assert {elements[a], elements[b]} in ({"C", "N"}, {"S"})
+    env = symmetry.model_environment(model, 3.0)
+    assert env.n_atoms > 0 and env.n_caps > 0
