@@ -264,7 +264,8 @@ def inter_residue_bonds(sites, residue_of, elements, resnames=None):
     link, as in the fragment graph."""
     from ase.data import atomic_numbers, covalent_radii
     from scipy.spatial import cKDTree
-    from qrefine.fragments.graph import COVALENT_TOLERANCE, _NONMETALS, _is_amino_acid
+    from qrefine.fragments.graph import (COVALENT_TOLERANCE, _NONMETALS, _is_amino_acid,
+                                         is_amino_acid_link)
     el = np.array([str(e).strip().upper() for e in elements])
     radii = np.array([covalent_radii[atomic_numbers.get(e.capitalize(), 0)] for e in el])
     pairs = cKDTree(sites).query_pairs(2 * radii.max() + COVALENT_TOLERANCE,
@@ -279,8 +280,7 @@ def inter_residue_bonds(sites, residue_of, elements, resnames=None):
     if resnames is not None:
         amino = np.array([_is_amino_acid(n) for n in resnames])
         both = amino[residue_of[a]] & amino[residue_of[b]]
-        pair = np.char.add(el[a], el[b])
-        link = np.isin(pair, ("CN", "NC", "SS"))
+        link = np.array([is_amino_acid_link(x, y) for x, y in zip(el[a], el[b])], dtype=bool)
         keep &= ~both | link
     out = np.sort(pairs[keep], axis=1)
     return out[np.lexsort((out[:, 1], out[:, 0]))]

@@ -54,6 +54,13 @@ def _is_amino_acid(resname):
         "common_amino_acid", "modified_amino_acid", "d_amino_acid")
 
 
+def is_amino_acid_link(ea, eb):
+    """Whether a bond between atoms of elements ``ea`` and ``eb`` (upper
+    case) of two amino acids can be covalent: a peptide (C-N) or disulfide
+    (S-S) link."""
+    return {ea, eb} == {"C", "N"} or (ea == "S" and eb == "S")
+
+
 def _plausible_link(residues, res_of, ea, eb, a, b):
     """Whether a short inter-residue contact can be a covalent bond.  Two
     amino acids bond only through a peptide (C-N) or disulfide (S-S) link;
@@ -65,7 +72,7 @@ def _plausible_link(residues, res_of, ea, eb, a, b):
     ra, rb = residues[int(res_of[a])], residues[int(res_of[b])]
     if not (_is_amino_acid(ra.resname) and _is_amino_acid(rb.resname)):
         return True  # ligands, nucleotides, metals: trust the distance
-    return {ea, eb} == {"C", "N"} or (ea == "S" and eb == "S")
+    return is_amino_acid_link(ea, eb)
 
 
 class Residue(collections.namedtuple("Residue", "index label resname atoms")):
