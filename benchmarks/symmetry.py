@@ -2,19 +2,22 @@
 
 For each --sets crystal, a closed-shell small asymmetric unit (the residues
 around one crystal contact, H-capped where cut from the chain: the
-construction of tests/test_symmetry.py) is computed with the H-capped
+construction of tests/test_symmetry.py; with --uncharged, only residues
+without a formal charge around the closest contact between such residues)
+is computed with the H-capped
 symmetry copies within each --radii (qrefine.symmetry, as qr.refine does),
 and compared with the central copy among every residue of an explicit P1
 super-cell within --reference A (built by brute force, capped
 independently).  The table gives the per-atom gradient error (RMS, 95th
 percentile, largest, kcal/mol/A) and the share of atoms within 0.05.
 
-A second table shows why GFN-FF cannot serve as the reference: the
-gradient of the whole 5bmi model changes when an identical copy, or one
-neutral capped residue, is placed 150 A away (no physical interaction).
+A second table shows GFN-FF's two artifacts: the gradient of the whole
+5bmi model changes when an identical copy, or one neutral capped residue,
+is placed 150 A away (no physical interaction), and the gradient of a small
+asymmetric unit changes when its atoms are only listed in another order.
 
     python benchmarks/symmetry.py [--sets 5bmi 5c11] [--radii 0 4 6 8 12]
-        [--reference 16] [--methods GFN2-xTB GFN-FF] [--nproc 2]
+        [--reference 16] [--methods GFN2-xTB GFN-FF] [--uncharged] [--nproc 2]
 
 Gradients are cached under --out (default benchmarks/results/symmetry).
 """
@@ -55,9 +58,12 @@ def cached(path, compute):
     return g
 
 
-def truncation_rows(name, method, radii, reference, out):
+def truncation_rows(name, method, radii, reference, out, uncharged=False):
     from qrefine import charges, symmetry
-    model = constructions._small_capped_asu(os.path.join(DATA, "structures"), name)
+    model = constructions._small_capped_asu(os.path.join(DATA, "structures"), name,
+                                            uncharged=uncharged)
+    if uncharged:
+        name += "u"  # cache key and table label
     x = model.get_sites_cart().as_numpy_array()
     n = len(x)
     symbols = [a.element.strip().capitalize() for a in model.get_hierarchy().atoms()]
@@ -118,6 +124,32 @@ def far_copy_rows():
     return rows
 
 
+def atom_order_rows(sets, permutations=5):
+    """GFN-FF gradient of the uncharged small asymmetric units with their
+    atoms listed in random orders (GFN2-xTB as the control)."""
+    rows = []
+    for name in sets:
+        model = constructions._small_capped_asu(os.path.join(DATA, "structures"), name,
+                                                uncharged=True)
+        x = model.get_sites_cart().as_numpy_array()
+        atoms = list(model.get_hierarchy().atoms())
+        symbols = [a.element.strip().capitalize() for a in atoms]
+        rng = np.random.default_rng(1)
+        orders = [rng.permutation(len(x)) for _ in range(permutations)]
+        for method in ("GFN-FF", "GFN2-xTB"):
+            ref = gradient(symbols, x, 0, method)
+            worst, where = 0.0, "-"
+            for p in orders:
+                g = np.empty_like(ref)
+                g[p] = gradient([symbols[i] for i in p], x[p], 0, method)
+                e = np.linalg.norm(g - ref, axis=1)
+                if e.max() > worst:
+                    worst, where = e.max(), atoms[int(np.argmax(e))].id_str()
+            rows.append("| %s | %s | %d | %.4f | %s |" % (name, method, permutations, worst,
+                                                         where if worst > 1e-3 else "-"))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sets", nargs="+", default=["5bmi", "5c11"])
@@ -125,7 +157,11 @@ def main(argv=None):
     p.add_argument("--reference", type=float, default=16.0)
     p.add_argument("--methods", nargs="+", default=["GFN2-xTB", "GFN-FF"])
     p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--uncharged", action="store_true",
+                   help="asymmetric units of residues without a formal charge")
     p.add_argument("--skip-far-copy", action="store_true")
+    p.add_argument("--atom-order", action="store_true",
+                   help="also the GFN-FF atom-order table")
     p.add_argument("--out", default=os.path.join(HERE, "results", "symmetry"))
     args = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.nproc)
@@ -135,14 +171,21 @@ def main(argv=None):
     for name in args.sets:
         for method in args.methods:
             rows, ref_atoms, ref_charge = truncation_rows(name, method, args.radii,
-                                                          args.reference, args.out)
+                                                          args.reference, args.out,
+                                                          args.uncharged)
             print("\n".join(rows), flush=True)
             print("| %s | %s | reference: %d atoms within %g A, charge %d | | | | | | | |"
-                  % (name, method, ref_atoms, args.reference, ref_charge), flush=True)
+                  % (name + ("u" if args.uncharged else ""), method, ref_atoms, args.reference,
+                     ref_charge), flush=True)
     if not args.skip_far_copy:
         print("\nGradient change of whole 5bmi (kcal/mol/A) from a molecule 150 A away:\n\n"
               "| method | added 150 A away | RMS | largest |\n|---|---|---|---|", flush=True)
         print("\n".join(far_copy_rows()), flush=True)
+    if args.atom_order:
+        print("\nGradient change (kcal/mol/A) from listing the atoms in another order, "
+              "uncharged small asymmetric units:\n\n| set | method | orders | largest "
+              "| atom |\n|---|---|---|---|---|", flush=True)
+        print("\n".join(atom_order_rows(args.sets)), flush=True)
 
 
 if __name__ == "__main__":
