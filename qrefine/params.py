@@ -158,7 +158,7 @@ symmetry {
     .help = "restraints=qm, crystals (never maps); None: for space groups other than P1, True: also P1 (lattice translations; a P1 model is often a molecule in a box), False: never. The QM system is the model plus the symmetry copies (space-group operators and lattice translations) of whole residues within symmetry.radius of it; the copies move rigidly with the model and only the model's own gradient is used. Atoms on special positions are refused. With QM fragments, copies within max(symmetry.radius, fragments.buffer) may join fragment buffers. False: the asymmetric unit alone."
   radius = 6.0
     .type = float
-    .help = "symmetry.expand: residues of symmetry copies with an atom within this distance (A) of the model join the QM system. GFN2-xTB/GBSA per-atom gradient error against a complete environment (16 A), RMS/largest kcal/mol/A: 5bmi 0.035/0.14 (ASU alone 1.7/10), 5c11 0.83/3.9 (alone 2.8/9.1); larger radii converge slowly (12 A: 0.029/0.12, 0.16/0.79). See README 'Crystal symmetry' and benchmarks/symmetry.py."
+    .help = "symmetry.expand: residues of symmetry copies with an atom within this distance (A) of the model join the QM system. Largest per-atom GFN2-xTB/GBSA gradient error against a complete environment (30 A), kcal/mol/A, small asymmetric units of uncharged residues: 5c11 (I432) 0.25 at 6 A, 0.027 at 24 A (alone 8.6); 3ds1 (P4_12_12) 0.052 at 6 A, 0.016 at 24 A (alone 5.6). Charged residues and polar space groups converge more slowly (5c11 with charges 3.9 at 6 A against 16 A). The default trades that error for QM cost. See README 'Crystal symmetry' and benchmarks/symmetry.py."
 }
 parallel {
   backend = *local dask

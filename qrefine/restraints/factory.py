@@ -168,9 +168,9 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
     symmetry = expands_symmetry(model, params, data_kind)
     if symmetry and reporter is not None and is_force_field(params.method):
         reporter.info("note: GFN-FF is not local (README 'Crystal symmetry': a molecule 150 A "
-                      "away moves its gradient by up to 9 kcal/mol/A), so the symmetry copies "
-                      "also perturb the model unphysically; prefer method=GFN2-xTB for crystal "
-                      "contacts")
+                      "away moves its gradient by up to 9 kcal/mol/A, and so does the order of "
+                      "the atoms), so the symmetry copies also perturb the model unphysically; "
+                      "prefer method=GFN2-xTB for crystal contacts")
     if clustering:
         environment = None
         if symmetry:
