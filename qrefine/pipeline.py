@@ -153,7 +153,7 @@ def run(params, files, paths, reporter, argv=()):
                                        restraints.multiplicity))
     if hasattr(restraints, "recentre"):
         reporter.info("dual level: GFN-FF steps between QM calls, one QM call per macro cycle "
-                      "(up to %d cycles of %d iterations)" % (
+                      "and one to check the last (up to %d cycles of %d iterations)" % (
                           params.qm.low_level_cycles, params.qm.low_level_iterations))
     timings["setup_s"] = time.time() - t
     sites = model.get_sites_cart().as_numpy_array()

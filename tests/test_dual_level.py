@@ -92,3 +92,37 @@ def test_low_level_must_be_a_force_field():
     with pytest.raises(QRefineError) as e:
         build_restraints(_Model(), "m.pdb", p, None)
     assert "only GFN-FF" in str(e.value) and "\n" not in str(e.value)
+
+
+class _Quadratic:
+    """E = k/2 |x - centre|^2 (kcal/mol): a stand-in method whose curvature
+    is known exactly."""
+
+    def __init__(self, k, centre):
+        self.k, self.centre, self.calls = k, centre, 0
+
+    def value_and_gradient(self, x):
+        self.calls += 1
+        d = np.asarray(x) - self.centre
+        return 0.5 * self.k * float((d ** 2).sum()), self.k * d
+
+
+def test_a_last_cycle_that_raises_the_qm_target_is_undone():
+    """The cheap level is 100 times too soft, so its first cycle runs to the
+    trust radius and overshoots the QM minimum: the QM energy rises.  With
+    one macro cycle that rise is only seen by the check after the loop,
+    which must return the start (one more QM call); with more cycles the
+    refinement still ends below the start."""
+    from qrefine.refinement import refine
+    from qrefine.restraints.dual_level import DualLevelRestraints
+    start = np.full((2, 3), 0.05)
+    for cycles in (1, 4):
+        high, low = _Quadratic(100.0, 0.0), _Quadratic(1.0, 0.0)
+        dual = DualLevelRestraints(high, low)
+        sites, records = refine(start, dual, macro_cycles=cycles, max_iterations=50)
+        e_start = high.value_and_gradient(start)[0]
+        e_end = high.value_and_gradient(sites)[0]
+        assert e_end <= e_start
+        if cycles == 1:
+            assert np.array_equal(sites, start) and dual.rejected == 1
+            assert high.calls == 2 + 2  # centre + check, and the two calls above
