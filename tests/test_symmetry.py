@@ -392,10 +392,10 @@ def test_expanded_model_matches_a_complete_supercell(structures, name, method):
     small asymmetric unit of uncharged residues around a crystal contact.
     The reference is complete: GFN-FF's 30 and 36 A super-cells agree to
     0.025 kcal/mol/A (asserted); GFN2's to 0.040 (5c11) and 0.021 (3ds1),
-    measured by benchmarks/symmetry.py.  Tolerance 0.05 kcal/mol/A per atom
-    (reached: GFN2 0.027 / 0.016, GFN-FF 0.020 / 0.034).  Charged residues are left out
-    because the field of charged copies converges far more slowly (README
-    "Crystal symmetry")."""
+    measured by benchmarks/symmetry.py.  Tolerance 0.05 kcal/mol/A per
+    atom (reached: GFN2 0.027 / 0.016, GFN-FF 0.020 / 0.034).  Charged
+    residues are left out because the field of charged copies converges far
+    more slowly (README "Crystal symmetry")."""
     from qrefine import charges, symmetry
     from qrefine.restraints.qm import QMRestraints
     _xtb_or_skip()
