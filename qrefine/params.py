@@ -130,7 +130,7 @@ qm {
     .help = "pyscf: density fitting (RI) of the Coulomb and exchange integrals; HF-D3/6-31G gradients of a capped dipeptide 4x faster, within 3e-3 eV/A of the exact ones. None: exact integrals."
   low_level = None
     .type = str
-    .help = "Dual-level minimisation: GFN-FF (xtb, whole model) drives the minimiser between QM calls. Each macro cycle makes one QM call and minimises GFN-FF corrected to the QM gradient there (plus a secant estimate of the curvature difference) within a trust region; converged, the model is a minimum of the QM target itself. ACE-GLY-NME to 1 kcal/mol/A: 20 GFN2 calls against 211. None: every minimiser step calls the QM engine."
+    .help = "Dual-level minimisation: GFN-FF (xtb, whole model) drives the minimiser between QM calls. Each macro cycle makes one QM call and minimises GFN-FF corrected to the QM gradient there (plus a secant estimate of the curvature difference) within a trust region; converged, the model is a minimum of the QM target itself. ACE-GLY-NME to 1 kcal/mol/A: 20 GFN2 calls against 211. With crystal symmetry copies, GFN-FF computes the model with the same copies. None: every minimiser step calls the QM engine."
   low_level_cycles = 30
     .type = int
     .help = "With qm.low_level: macro cycles of the final refinement (one QM call each; refinement stops earlier when a cycle no longer moves the model)."

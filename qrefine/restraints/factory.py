@@ -1,5 +1,6 @@
 """Build the restraint term that the parameters ask for."""
 
+import collections
 import inspect
 
 from qrefine import engines
@@ -141,9 +142,6 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
     if not is_force_field(low_level):
         raise QRefineError("qm.low_level=%s: only GFN-FF is supported (a force field, so "
                            "that its steps cost far less than the QM calls)" % low_level)
-    if expands_symmetry(model, params, data_kind):
-        raise QRefineError("qm.low_level does not yet include crystal symmetry copies; set "
-                           "symmetry.expand=false or remove qm.low_level")
     high = _build(model, model_path, params, failed_dir, reporter, data_kind)
     from qrefine.restraints.dual_level import DualLevelRestraints
     from qrefine.restraints.qm import QMRestraints
@@ -151,8 +149,20 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
     solvent = params.qm.solvent
     options = {"solvent": None if solvent is None or str(solvent).lower() == "none"
                else solvent}
-    low = QMRestraints(symbols, "xtb", method="GFN-FF", charge=charge, options=options,
-                       failed_dir=failed_dir, label="whole model (qm.low_level)")
+    if expands_symmetry(model, params, data_kind):
+        # The cheap level sees the same copies (symmetry.radius) as the QM
+        # one, so its steps feel the crystal contacts' repulsion too; its
+        # gradient is the model's own (direct rule), like the QM one's.
+        from qrefine.symmetry import SymmetryQMRestraints
+        env = crystal_environment(model, params.symmetry.radius, symbols)
+        low = SymmetryQMRestraints(
+            QMRestraints(symbols + env.symbols, "xtb", method="GFN-FF",
+                         charge=charge + env.charge, options=options, failed_dir=failed_dir,
+                         label="model with its symmetry copies (qm.low_level)"),
+            env.environment, charge=charge)
+    else:
+        low = QMRestraints(symbols, "xtb", method="GFN-FF", charge=charge, options=options,
+                           failed_dir=failed_dir, label="whole model (qm.low_level)")
     return DualLevelRestraints(high, low)
 
 
@@ -170,7 +180,8 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
         reporter.info("note: GFN-FF is not local (README 'Crystal symmetry': a molecule 150 A "
                       "away moves its gradient by up to 9 kcal/mol/A, and so does the order of "
                       "the atoms), so the symmetry copies also perturb the model unphysically; "
-                      "prefer method=GFN2-xTB for crystal contacts")
+                      "prefer method=GFN2-xTB for crystal contacts (with qm.low_level=GFN-FF "
+                      "for one GFN2 call per macro cycle)")
     if clustering:
         environment = None
         if symmetry:
@@ -208,6 +219,20 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
                         failed_dir=failed_dir)
 
 
+CrystalEnvironment = collections.namedtuple("CrystalEnvironment", "environment symbols charge")
+
+
+def crystal_environment(model, radius, symbols):
+    """The symmetry environment within ``radius``, its element symbols
+    (caps are H) and its charge: the formal charges of the copied residues."""
+    from qrefine import charges
+    from qrefine.symmetry import model_environment
+    env = model_environment(model, radius)
+    res_charges = [r.charge for r in charges.residue_charges(model)]
+    return CrystalEnvironment(env, env.symbols(symbols),
+                              sum(res_charges[r] for r, _ in env.copies))
+
+
 def crystal_qm_restraints(model, params, module, symbols, charge, multiplicity, failed_dir,
                           reporter=None):
     """Whole-model QM of the model plus its symmetry environment.
@@ -219,14 +244,13 @@ def crystal_qm_restraints(model, params, module, symbols, charge, multiplicity, 
     that fits, as nothing says which copied residue is open-shell)."""
     from qrefine import charges
     from qrefine.restraints.qm import QMRestraints
-    from qrefine.symmetry import SymmetryQMRestraints, model_environment
-    env = model_environment(model, params.symmetry.radius)
-    res_charges = [r.charge for r in charges.residue_charges(model)]
-    env_charge = sum(res_charges[r] for r, _ in env.copies)
-    env_symbols = env.symbols(symbols)
-    env_electrons = charges.electron_count(env_symbols, env_charge)
-    qm = QMRestraints(symbols + env_symbols, params.engine, method=params.method,
-                      charge=charge + env_charge, multiplicity=multiplicity + env_electrons % 2,
+    from qrefine.symmetry import SymmetryQMRestraints
+    crystal = crystal_environment(model, params.symmetry.radius, symbols)
+    env = crystal.environment
+    env_electrons = charges.electron_count(crystal.symbols, crystal.charge)
+    qm = QMRestraints(symbols + crystal.symbols, params.engine, method=params.method,
+                      charge=charge + crystal.charge,
+                      multiplicity=multiplicity + env_electrons % 2,
                       options=engine_options(module, params.qm), failed_dir=failed_dir,
                       label="model with its symmetry copies")
     if reporter is not None:
