@@ -33,6 +33,16 @@ next to the cctbx-base wheel:
 * Threads.  Idle OpenMP threads that spin (``OMP_WAIT_POLICY=active``) made
   xtb 10-30 times slower on two cores shared with other work, so the policy
   defaults to passive.  A user's ``OMP_*`` settings win.
+* Reproducibility.  xtb's OpenMP loops sum in an order that depends on the
+  number of threads, and with more than one thread also on their timing:
+  two runs of the same 14-call dual-level minimisation (3ds1 with its
+  crystal copies, GFN2/GFN-FF) ended at a largest gradient of 1.08 and 1.02
+  kcal/mol/A with 2 threads, 5.03 under load, and 2.378 twice with one.
+  Left to itself xtb takes one thread per core, so a result would depend on
+  the machine.  Each calculator therefore sets its thread count (option
+  ``threads``; default ``OMP_NUM_THREADS``, else 1) on xtb's own OpenMP and
+  OpenBLAS runtimes before every call: with one thread the numbers are the
+  same on every machine, bit for bit.
 * Failures.  An SCF that does not converge raises ``XTBException`` (the API
   does report it); a geometry with atoms on top of each other can also give
   NaN energies without an exception (GFN1).  Both become
@@ -92,7 +102,8 @@ def availability():
 
 def make_calculator(method=None, charge=0, multiplicity=1, workdir=None,
                     solvent="water", electronic_temperature=300.0, accuracy=1.0,
-                    max_iterations=250, solvent_model="gbsa", warm_start=True):
+                    max_iterations=250, solvent_model="gbsa", warm_start=True,
+                    threads=None):
     """An :class:`XTBCalculator` (ASE; energy in eV, forces in eV/A).
 
     ``solvent``: implicit solvent name (``water``, ``methanol``, ``dmso`` ...)
@@ -100,6 +111,9 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None,
     unpaired electrons (``multiplicity - 1``); it must fit the electron count
     of the atoms (checked at the first calculation).  ``workdir`` only
     receives GFN-FF's setup files (nothing is written for GFN1/GFN2).
+    ``threads``: OpenMP/OpenBLAS threads of every call (default:
+    ``OMP_NUM_THREADS``, else 1, so that results do not depend on the
+    machine; see the module docstring).
     """
     _load()
     from qrefine.engines import resolve_method
@@ -107,7 +121,8 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None,
                          multiplicity=multiplicity, workdir=workdir, solvent=solvent,
                          electronic_temperature=electronic_temperature,
                          accuracy=accuracy, max_iterations=max_iterations,
-                         solvent_model=solvent_model, warm_start=warm_start)
+                         solvent_model=solvent_model, warm_start=warm_start,
+                         threads=threads)
 
 
 def safer_settings(attempt):
@@ -156,7 +171,7 @@ class XTBCalculator(Calculator):
     default_parameters = {
         "method": METHODS[0], "charge": 0, "multiplicity": 1, "solvent": "water",
         "solvent_model": "gbsa", "electronic_temperature": 300.0, "accuracy": 1.0,
-        "max_iterations": 250, "warm_start": True,
+        "max_iterations": 250, "warm_start": True, "threads": None,
     }
 
     def __init__(self, workdir=None, **kwargs):
@@ -204,7 +219,8 @@ class XTBCalculator(Calculator):
             self.n_warm += 1
         try:
             # copy=True keeps the last converged wavefunction intact if this fails.
-            result = _in_worker(self._api.singlepoint,
+            result = _in_worker(_threaded, mods, _threads(self.parameters),
+                                self._api.singlepoint,
                                 self._wavefunction if warm else None, warm)
             energy = result.get_energy()
             gradient = result.get_gradient()
@@ -248,6 +264,9 @@ class XTBCalculator(Calculator):
         if int(p.multiplicity) != p.multiplicity or p.multiplicity < 1:
             raise QRefineError("xtb engine: multiplicity must be a positive integer, got %s"
                                % p.multiplicity)
+        if p.threads is not None and (int(p.threads) != p.threads or p.threads < 1):
+            raise QRefineError("xtb engine: threads must be a positive integer, got %s"
+                               % p.threads)
 
     def _build(self, mods, positions):
         from qrefine.charges import check_multiplicity, electron_count
@@ -260,9 +279,9 @@ class XTBCalculator(Calculator):
             args = (param, numbers, positions, float(p.charge), uhf)
             if p.method == "GFN-FF":
                 with _gfnff_scratch(self.workdir, mods):
-                    api = _in_worker(mods["Calculator"], *args)
+                    api = _in_worker(_threaded, mods, _threads(p), mods["Calculator"], *args)
             else:
-                api = _in_worker(mods["Calculator"], *args)
+                api = _in_worker(_threaded, mods, _threads(p), mods["Calculator"], *args)
             api.set_verbosity(mods["VERBOSITY_MUTED"])
             self._apply_settings(api)
             solvent = _solvent_name(p.solvent)
@@ -284,6 +303,26 @@ class XTBCalculator(Calculator):
     def _drop(self):
         self._api = None
         self._wavefunction = None
+
+
+def _threads(parameters):
+    """The thread count of a call: the option, else OMP_NUM_THREADS, else 1."""
+    if parameters.threads is not None:
+        return int(parameters.threads)
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1").split(",")[0]))
+    except ValueError:
+        return 1
+
+
+def _threaded(mods, threads, fn, *args):
+    """``fn(*args)`` with ``threads`` threads; runs in the xtb worker thread.
+
+    omp_set_num_threads sets the count of the calling thread's parallel
+    regions, which is why it is called here and not in the caller.
+    """
+    mods["set_threads"](threads)
+    return fn(*args)
 
 
 def _gap(eigenvalues, occupations):
@@ -338,6 +377,7 @@ def _load():
         "solvent": utils.get_solvent,
         "solvents": sorted(utils._solvents),
         "fortran_flush": _fortran_flush(interface.__file__),
+        "set_threads": _thread_setter(interface.__file__),
     }
     return _xtb
 
@@ -376,6 +416,31 @@ def _fortran_flush(interface_file):
         fn.restype = None
         return lambda: fn(None)
     return None
+
+
+def _thread_setter(interface_file):
+    """``set(n)``: n threads for the OpenMP and OpenBLAS runtimes bundled
+    with xtb (its own copies, not numpy's: xtb is bound to them with
+    RTLD_DEEPBIND).  dlopen of a library already loaded returns that one."""
+    libs = os.path.join(os.path.dirname(os.path.dirname(interface_file)), "xtb.libs")
+    setters = []
+    for pattern, symbol in (("libgomp*.so*", "omp_set_num_threads"),
+                            ("libopenblas*.so*", "openblas_set_num_threads")):
+        for path in sorted(glob.glob(os.path.join(libs, pattern))):
+            try:
+                fn = getattr(ctypes.CDLL(path), symbol)
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes = [ctypes.c_int]
+            fn.restype = None
+            setters.append(fn)
+            break
+
+    def set_threads(n):
+        for fn in setters:  # cheap, and each worker thread has its own count
+            fn(int(n))
+    set_threads.found = len(setters)
+    return set_threads
 
 
 @contextlib.contextmanager
