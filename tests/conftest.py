@@ -42,3 +42,18 @@ def helix_model(structures):
     from qrefine.model_io import read_model
     return read_model(os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb"),
                       make_restraints=False)
+
+
+# --- slow tests run last ------------------------------------------------------
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes over about 20 s on 2 cores; run after the fast tests "
+                   "(deselect with -m 'not slow')")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast tests first, slow ones last, each group in file order: a failure
+    in the quick part of the suite shows within minutes, also on a loaded
+    machine.  (sort is stable.)"""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

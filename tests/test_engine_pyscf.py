@@ -85,6 +85,7 @@ def test_registry_and_method_names():
         pyscf_engine.make_calculator(keywords="PRECISE")
 
 
+@pytest.mark.slow
 def test_hf_d3_forces_match_finite_differences():
     atoms = molecule(ACE_NME)
     calc = pyscf_engine.make_calculator("HF-D3", **FAST)
@@ -192,6 +193,7 @@ def test_spin_and_charge():
     assert np.isfinite(hydroxyl.get_potential_energy())
 
 
+@pytest.mark.slow
 def test_qr_refine_optimises_a_capped_dipeptide_at_hf_d3(tmp_path, test_data):
     """The acceptance run, qr.refine mode=opt engine=pyscf method=HF-D3
     basis=6-31G on ACE-GLY-NME, converges to a small gradient.

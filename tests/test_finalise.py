@@ -326,6 +326,7 @@ def test_command_line_outputs(structures, tmp_path, test_data, capsys):
 
 # --- acceptance: 3j63 chain A (about 20 s) -----------------------------------
 
+@pytest.mark.slow
 def test_3j63_chain_a_acceptance(structures):
     from qrefine.finalise import finalise, FinaliseOptions, missing_hydrogens
     model = _read(structures, STRUCTURES_3J63, "chain A")

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from qrefine.scripts.refine import main
 
 VALIDATION_KEYS = {"bond_rmsd", "angle_rmsd", "rama_favored", "rama_outliers", "rama_z_whole",
@@ -15,6 +17,7 @@ def load_summary(out, prefix):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_xray_refinement_of_the_helix(tmp_path, structures):
     d = os.path.join(structures, "xray/1us0_helix")
     model = os.path.join(d, "perturbed/1.5/0.pdb")
@@ -42,6 +45,7 @@ def test_xray_refinement_of_the_helix(tmp_path, structures):
                                        "helix_summary.json", "helix_weights.png"]
 
 
+@pytest.mark.slow
 def test_map_refinement_of_3j63(tmp_path, structures):
     d = os.path.join(structures, "cryo_em/3j63_A")
     out = str(tmp_path)

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from qrefine.scripts.refine import main
 
@@ -29,6 +30,7 @@ def checkpoint_trials(path):
         return 0
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_model(tmp_path, structures, test_data):
     d = os.path.join(structures, "xray/1us0_helix")
     inputs = [os.path.join(d, "perturbed/1.5/3.pdb"), os.path.join(d, "data.mtz"),

@@ -344,6 +344,7 @@ def test_gfnff_expanded_model_matches_brute_force_supercell(structures, name):
     assert np.abs(grad - ref[:n]).max() < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["5bmi", "5c11"])
 def test_capped_environment_matches_brute_force_supercell(structures, name):
     """GFN2-xTB in GBSA water on a closed-shell small asymmetric unit: the
@@ -382,6 +383,7 @@ def test_capped_environment_matches_brute_force_supercell(structures, name):
 COMPLETE = {"GFN-FF": (30.0, 36.0), "GFN2-xTB": (30.0,)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,method", [("5c11", "GFN2-xTB"), ("3ds1", "GFN2-xTB"),
                                          ("5c11", "GFN-FF"), ("3ds1", "GFN-FF")])
 def test_expanded_model_matches_a_complete_supercell(structures, name, method):
@@ -427,6 +429,7 @@ def test_expanded_model_matches_a_complete_supercell(structures, name, method):
     assert alone.max() > 1.0  # the copies matter: the test can fail
 
 
+@pytest.mark.slow
 def test_truncation_error_against_a_complete_environment(structures):
     """How far the default symmetry.radius (6 A) is from a complete
     environment: GFN2-xTB in GBSA water, closed-shell small asymmetric unit
@@ -718,6 +721,7 @@ def test_dual_level_includes_the_copies(structures, tmp_path):
             dual.close()
 
 
+@pytest.mark.slow
 def test_dual_level_with_copies_ends_at_the_crystal_qm_stationary_point(structures):
     """GFN-FF steps between GFN2-xTB calls, both on the model plus its
     copies (3ds1's uncharged small asymmetric unit, 6 A): the largest GFN2
@@ -748,6 +752,7 @@ def test_dual_level_with_copies_ends_at_the_crystal_qm_stationary_point(structur
     assert dual.recentres + dual.rejected <= len(records) + 1  # one QM call per cycle
 
 
+@pytest.mark.slow
 def test_crystal_refinement_reports_contacts_with_and_without_copies(structures, tmp_path):
     """qr.refine of 1aie (P422) after qr.finalise, with QM restraints (a
     small symmetry.radius keeps GFN-FF fast): the summary's "symmetry"
