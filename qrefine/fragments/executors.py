@@ -51,14 +51,14 @@ class _Calculators:
         self.retries = 0
         self.seconds = 0.0
 
-    def compute(self, key, symbols, charge, multiplicity, positions):
+    def compute(self, key, symbols, charge, multiplicity, positions, name=None):
         from qrefine.restraints.qm import QMRestraints
         source = self.sources.get(key)
         if source is None:
             source = QMRestraints(symbols, self.engine, self.method, charge=charge,
                                   multiplicity=multiplicity, options=self.options,
-                                  failed_dir=self.failed_dir,
-                                  label="fragment of %d atoms" % len(symbols))
+                                  failed_dir=self._failed_dir(name),
+                                  label=self._label(name, len(symbols)))
             # Absolute energies: the reference is kept by the executor (see above).
             source.reference_energy = 0.0
             self.sources[key] = source
@@ -68,6 +68,18 @@ class _Calculators:
         self.retries += source.retries - retries
         self.seconds += source.seconds - seconds
         return result
+
+    def _failed_dir(self, name):
+        # Each fragment its own folder: workers fail at the same time, and
+        # one shared folder would hold the last writer's files.
+        base = self.failed_dir or os.path.abspath("qrefine_failed")
+        return os.path.join(base, name) if name else base
+
+    @staticmethod
+    def _label(name, n_atoms):
+        if name:
+            return "fragment %s (%d atoms)" % (name, n_atoms)
+        return "fragment of %d atoms" % n_atoms
 
     def stats(self):
         return (self.calls, self.retries, self.seconds)

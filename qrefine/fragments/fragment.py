@@ -97,6 +97,21 @@ def make_fragments(graph, clusters, sites_cart, buffer, residue_charges):
     return fragments
 
 
+def fragment_name(graph, fragment):
+    """A file-name-safe name of the fragment's cluster, by chain and residue
+    range (``A_12-19``; chains joined by ``+``): a failed fragment's folder
+    and error message name the residues, which a user can find in the model,
+    and two workers' failures never share a folder."""
+    ranges = collections.OrderedDict()
+    for i in fragment.cluster_residues:
+        parts = graph.residues[i].label.split()
+        chain, resseq = (parts + [""])[:2] if len(parts) > 1 else ("_", parts[0])
+        ranges.setdefault(chain, []).append(resseq)
+    name = "+".join("%s_%s" % (c, r[0] if len(r) == 1 else "%s-%s" % (r[0], r[-1]))
+                    for c, r in ranges.items())
+    return "".join(ch if ch.isalnum() or ch in "+-_" else "_" for ch in name)
+
+
 def fragment_symbols(graph, fragment):
     """Element symbols the engine sees (ASE spelling), caps last."""
     return [graph.elements[i].capitalize() for i in fragment.atoms] + ["H"] * len(fragment.caps)

@@ -65,7 +65,8 @@ from qrefine.errors import QRefineError
 from qrefine.fragments.capping import project_cap_gradient
 from qrefine.fragments.clustering import cluster_residues
 from qrefine.fragments.executors import ProcessExecutor, SerialExecutor
-from qrefine.fragments.fragment import fragment_positions, fragment_symbols, make_fragments
+from qrefine.fragments.fragment import (fragment_name, fragment_positions, fragment_symbols,
+                                        make_fragments)
 from qrefine.fragments.graph import extended_residues, residue_graph
 from qrefine.restraints.qm import PathValue
 
@@ -216,7 +217,8 @@ class FragmentQMRestraints:
         n_model = len(sites)
         sites = self._all_sites(sites)
         jobs = [(f.key(), fragment_symbols(self.graph, f), f.charge, f.multiplicity,
-                 fragment_positions(f, sites)) for f in self.fragments]
+                 fragment_positions(f, sites), fragment_name(self.graph, f))
+                for f in self.fragments]
         results = self.executor.run(jobs)
         grad = np.zeros_like(sites)
         for f, (_, g) in zip(self.fragments, results):

@@ -13,6 +13,7 @@ weight estimate both ask for the same point), and the calculator object is
 kept between calls so engines that can warm-start their SCF do so.
 """
 
+import logging
 import os
 import shutil
 import time
@@ -24,6 +25,8 @@ from ase.units import kcal, mol
 
 from qrefine import engines
 from qrefine.errors import QRefineError
+
+log = logging.getLogger(__name__)
 
 EV_TO_KCAL_MOL = 1.0 / (kcal / mol)
 
@@ -118,6 +121,11 @@ class QMRestraints:
                             self.engine, self.method, self.label, attempt - 1,
                             " ".join(str(error).split())[:200], kept))
                 self.retries += 1
+                # A retry changes the settings (and may change the energy a
+                # little): say which part, why and how.
+                log.warning("%s: %s %s failed (%s), retry %d with %s", self.label,
+                            self.engine, self.method, " ".join(str(error).split())[:120],
+                            attempt, ", ".join("%s=%s" % kv for kv in sorted(extra.items())))
             finally:
                 self.calls += 1
                 self.seconds += time.time() - t0
