@@ -9,6 +9,7 @@ as JSON), atomically, and removed when the run completes.  Resuming with
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -61,9 +62,11 @@ class Checkpoint:
                 state = json.loads(bytes(z["state"]).decode())
                 trial_sites = [z["trial_%d" % i] for i in range(len(state["trials"]))]
                 sites = z["sites"] if "sites" in z.files else None
-        except (OSError, ValueError, KeyError) as e:
-            raise QRefineError("restart file %s is not a qr.refine checkpoint (%s)"
-                               % (path, e))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            # A run killed while the disk filled, or a file cut in a copy:
+            # bad input, said in one line, not an internal error.
+            raise QRefineError("restart file %s is truncated or not a qr.refine checkpoint "
+                               "(%s); rerun without restart=" % (path, " ".join(str(e).split())))
         if state.get("format") != FORMAT:
             raise QRefineError("restart file %s has an unknown format" % path)
         if state["fingerprint"] != json.loads(json.dumps(fingerprint)):

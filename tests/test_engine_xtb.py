@@ -219,3 +219,34 @@ def test_large_fragment_does_not_crash(structures):
                                             charge=int(atoms.numbers.sum()) % 2)
     with pytest.raises(EngineFailed, match="converge"):
         atoms.get_potential_energy()
+
+
+def test_thread_count_is_pinned_not_taken_from_the_machine(peptide, monkeypatch):
+    """Every call sets xtb's own OpenMP thread count: 1 unless OMP_NUM_THREADS
+    or threads= says otherwise, so a result does not depend on the cores of
+    the machine (a dual-level test ended at 5.03 instead of 2.38 with xtb's
+    default of one thread per core)."""
+    import ctypes
+    import glob
+    from qrefine.engines import xtb_engine
+    mods = xtb_engine._load()
+    assert mods["set_threads"].found == 2  # OpenMP and OpenBLAS setters found
+    import sys
+    libs = os.path.join(os.path.dirname(os.path.dirname(
+        sys.modules["xtb.interface"].__file__)), "xtb.libs")
+    get = ctypes.CDLL(glob.glob(os.path.join(libs, "libgomp*.so*"))[0]).omp_get_max_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    forces = {}
+    for threads, expected in ((None, 1), (2, 2), (1, 1)):
+        calc = xtb_engine.make_calculator("GFN2-xTB", solvent=None, threads=threads)
+        atoms = peptide.copy()
+        atoms.calc = calc
+        forces[threads] = atoms.get_forces()
+        assert xtb_engine._in_worker(get) == expected
+    assert np.array_equal(forces[None], forces[1])  # one thread: bit for bit
+    assert np.abs(forces[2] - forces[1]).max() < 1e-6  # same physics with two
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    atoms = peptide.copy()
+    atoms.calc = xtb_engine.make_calculator("GFN2-xTB", solvent=None)
+    atoms.get_forces()
+    assert xtb_engine._in_worker(get) == 2

@@ -87,3 +87,22 @@ def test_a_resumed_run_may_change_its_number_of_macro_cycles():
     a = fp(**{"refine.macro_cycles": 5, "qm.low_level_cycles": 30})
     assert a == fp(**{"refine.macro_cycles": 9, "qm.low_level_cycles": 12})
     assert a != fp(**{"refine.macro_cycles": 5, "qm.low_level_cycles": 30, "data_weight": 2.0})
+
+
+def test_truncated_checkpoint_is_bad_input(tmp_path):
+    """A checkpoint cut in half (a full disk, a broken copy) is refused in one
+    line that names the file, not as an internal error."""
+    from qrefine.checkpoint import Checkpoint
+    from qrefine.errors import QRefineError
+    path = str(tmp_path / "r.checkpoint")
+    ck = Checkpoint(path, {"inputs": {}, "parameters": {}})
+    ck.trials, ck.trial_sites = [{"weight": 1.0}], [np.zeros((50, 3))]
+    ck.save()
+    Checkpoint.load(path, {"inputs": {}, "parameters": {}})  # whole: loads
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(QRefineError) as e:
+        Checkpoint.load(path, {"inputs": {}, "parameters": {}})
+    message = str(e.value)
+    assert path in message and "restart=" in message and "\n" not in message
