@@ -105,6 +105,12 @@ def _unknown_residue_hint(text, model):
         names = set()
         for rg in model.get_hierarchy().residue_groups():
             for ag in rg.atom_groups():
+                if not ag.resname.strip():
+                    # A record cut short (a truncated file) has no residue
+                    # name, and the list below would name nothing.
+                    return ("an atom record with no residue name (chain '%s', residue "
+                            "'%s'): the file looks cut mid-line; re-export or repair it"
+                            % (rg.parent().id, rg.resid().strip()))
                 if mon_lib.get_comp_comp_id_direct(ag.resname.strip()) is None:
                     names.add("%s %s%s" % (ag.resname.strip(), rg.parent().id, rg.resid()))
         if names:

@@ -50,6 +50,9 @@ class OutputPaths:
         return paths
 
     def prepare_directory(self):
+        # Remembered so that a run refused for bad input can remove the
+        # directory it made, and leave nothing behind.
+        self.created_directory = not os.path.isdir(self.directory)
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as e:

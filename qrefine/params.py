@@ -248,7 +248,12 @@ def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
                 given.append(arg)
             except Sorry as e:
                 raise QRefineError("bad value for %s: %s" % (key, e))
-        elif arg.endswith((".eff", ".params", ".phil")) and os.path.isfile(arg):
+        elif arg.endswith((".eff", ".params", ".phil")):
+            if not os.path.isfile(arg):
+                # Else it became a third "input file" and the message was
+                # "too many input files".
+                raise QRefineError("parameter file %s does not exist; check the path"
+                                   % arg)
             try:
                 src = iotbx.phil.parse(file_name=arg)
             except Exception as e:  # iotbx raises several kinds for syntax errors

@@ -5,9 +5,13 @@ returns ``(paths, work)``; ``work(reporter)`` does the job.  The log is written
 beside its final name (``paths.log``) and renamed at the end, so a failed run
 leaves no half-written log.  Bad input (QRefineError) is one line on stderr
 and exit 1; an interruption exits 130; anything else is a bug: one line, exit
-2, and the traceback kept in ``<prefix>_crash.log``.
+2, and the traceback kept in ``<prefix>_crash.log``.  A run holds a lock on
+its output prefix (``.<prefix>.log.lock`` in the output directory) from start
+to end, so a second run into the same prefix is refused instead of replacing
+the first one's files.
 """
 
+import fcntl
 import os
 import sys
 import traceback
@@ -39,9 +43,11 @@ def logged_run(program, argv, prepare):
     from qrefine.log import Reporter, header_lines
     reporter = None
     paths = None
+    lock = None
     try:
         paths, work = prepare()
         paths.prepare_directory()
+        lock = _lock_prefix(paths)
         partial_log = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".partial")
         reporter = Reporter(log_path=partial_log)
         for line in header_lines(program, argv):
@@ -49,21 +55,66 @@ def logged_run(program, argv, prepare):
         work(reporter)
         reporter.close()
         os.replace(partial_log, paths.log)
+        _unlock(lock)
         return 0
     except QRefineError as e:
-        _abandon(reporter)
+        _unlock(lock)
+        _abandon(reporter, paths)
         sys.stderr.write("%s: error: %s\n" % (program, e))
         return 1
     except KeyboardInterrupt:
-        _abandon(reporter)
+        _unlock(lock)
+        _abandon(reporter, paths)
         sys.stderr.write("%s: interrupted; no outputs written\n" % program)
         return 130
     except Exception as e:  # a bug, not bad input: keep the evidence
+        _unlock(lock)
         crash_log = _keep_crash_log(reporter, paths)
         sys.stderr.write("%s: internal error: %s: %s%s\n" % (
             program, type(e).__name__, " ".join(str(e).split())[:300],
             "; traceback in %s" % crash_log if crash_log else ""))
         return 2
+
+
+def _lock_prefix(paths):
+    """An exclusive lock on the run's output prefix, or a one-line error.
+
+    The lock file is removed at the end; a run that opened it just before
+    it went away would hold a lock on a deleted file, so after locking it
+    checks that the path still names the file it locked, and else tries
+    again."""
+    from qrefine.errors import QRefineError
+    path = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".lock")
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise QRefineError("another run is writing output prefix %s in %s (lock %s); "
+                               "wait for it to finish or choose another output.prefix="
+                               % (os.path.basename(paths.log)[:-len(".log")],
+                                  paths.directory, path))
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd, path
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise QRefineError("cannot lock output prefix in %s (lock file %s keeps changing)"
+                       % (paths.directory, path))
+
+
+def _unlock(lock):
+    """Remove the lock file while it is still held, then release it."""
+    if lock is None:
+        return
+    fd, path = lock
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    os.close(fd)
 
 
 def _keep_crash_log(reporter, paths):
@@ -79,11 +130,16 @@ def _keep_crash_log(reporter, paths):
     return crash_log
 
 
-def _abandon(reporter):
-    """Close and delete the partial log; outputs already renamed stay complete."""
-    if reporter is None:
-        return
-    path = reporter.log_path
-    reporter.close()
-    if path and os.path.exists(path):
-        os.unlink(path)
+def _abandon(reporter, paths=None):
+    """Close and delete the partial log; outputs already renamed stay complete.
+    An output directory this run created is removed again if it is empty."""
+    if reporter is not None:
+        path = reporter.log_path
+        reporter.close()
+        if path and os.path.exists(path):
+            os.unlink(path)
+    if paths is not None and getattr(paths, "created_directory", False):
+        try:
+            os.rmdir(paths.directory)
+        except OSError:  # not empty (another run's files) or gone: leave it
+            pass

@@ -52,7 +52,7 @@ def test_missing_model_file(tmp_path, capsys, test_data):
     out = tmp_path / "out"
     code, _, err = run_cli([str(tmp_path / "nope.pdb"), "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "nope.pdb", "does not exist")
-    assert not out.exists() or not os.listdir(out)
+    assert not out.exists()  # the directory it made is gone again
 
 
 def test_corrupt_model_file(tmp_path, capsys, test_data):
@@ -61,7 +61,29 @@ def test_corrupt_model_file(tmp_path, capsys, test_data):
     out = tmp_path / "out"
     code, _, err = run_cli([str(bad), "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "garbage.pdb")
-    assert not os.listdir(out)
+    assert not out.exists()
+
+
+def test_model_cut_mid_line(tmp_path, capsys, structures, test_data):
+    """A PDB file cut in the middle of an ATOM record is named as such, not
+    as "no restraints for residue(s) ;" with an empty name."""
+    with open(os.path.join(structures, "xray/1us0_helix/a87_99_h.pdb")) as f:
+        text = f.read()
+    cut = text.index("ATOM", len(text) // 2) + 12
+    bad = tmp_path / "cut.pdb"
+    bad.write_text(text[:cut])
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(bad), "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "cut.pdb", "cut mid-line")
+    assert "residue(s) ;" not in err
+    assert not out.exists()
+
+
+def test_an_existing_output_dir_is_kept_after_bad_input(tmp_path, capsys, test_data):
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run_cli([str(tmp_path / "nope.pdb"), "output.dir=%s" % out], capsys)
+    assert code == 1 and out.is_dir() and not os.listdir(out)
 
 
 def test_empty_model(tmp_path, capsys, test_data):
@@ -70,7 +92,7 @@ def test_empty_model(tmp_path, capsys, test_data):
     out = tmp_path / "out"
     code, _, err = run_cli([str(empty), "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "empty.pdb", "no atoms")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
 
 
 def test_non_finite_coordinates(tmp_path, capsys, helix):
@@ -82,7 +104,7 @@ def test_non_finite_coordinates(tmp_path, capsys, helix):
     out = tmp_path / "out"
     code, _, err = run_cli([str(bad), "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "nan.pdb", "line")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
 
 
 def test_residue_without_restraints(tmp_path, capsys, structures):
@@ -90,7 +112,7 @@ def test_residue_without_restraints(tmp_path, capsys, structures):
     out = tmp_path / "out"
     code, _, err = run_cli([model, "mode=opt", "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "5c11.pdb", "4WQ", "restraints_cif=")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
 
 
 def test_map_needs_resolution(tmp_path, capsys, structures):
@@ -99,7 +121,19 @@ def test_map_needs_resolution(tmp_path, capsys, structures):
     code, _, err = run_cli([os.path.join(d, "3j63_A_box_complete.pdb"),
                             os.path.join(d, "3j63_A_box.ccp4"), "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "resolution=")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_map_resolution_finer_than_its_voxels(tmp_path, capsys, structures):
+    """resolution=0.01 on a map of 1.2 A voxels once took over 8 GB: it is
+    refused in one line that gives the finest resolution the map holds."""
+    d = os.path.join(structures, "cryo_em/3j63_A")
+    out = tmp_path / "out"
+    code, _, err = run_cli([os.path.join(d, "3j63_A_box_complete.pdb"),
+                            os.path.join(d, "3j63_A_box.ccp4"), "resolution=0.01",
+                            "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, "resolution=0.01", "3j63_A_box.ccp4", "voxels")
+    assert not out.exists()
 
 
 def test_unknown_labels(tmp_path, capsys, helix, structures):
@@ -107,7 +141,7 @@ def test_unknown_labels(tmp_path, capsys, helix, structures):
     code, _, err = run_cli([helix, os.path.join(structures, "xray/1us0_helix/data.mtz"),
                             "labels=FOO,SIGFOO", "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "data.mtz", "FOO")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
 
 
 def test_model_outside_map(tmp_path, capsys, structures):
@@ -125,7 +159,7 @@ def test_model_outside_map(tmp_path, capsys, structures):
     code, _, err = run_cli([str(model), os.path.join(d, "3j63_A_box.ccp4"), "resolution=3.8",
                             "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "3j63_A_box.ccp4")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
 
 
 def test_unknown_parameter(tmp_path, capsys, helix):
@@ -149,7 +183,7 @@ def test_qm_refuses_a_model_without_hydrogens(tmp_path, capsys, structures):
     code, _, err = run_cli([model, "restraints=qm", "engine=xtb", "mode=opt",
                             "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "a87_99.pdb", "qr.finalise")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
 
 
 def test_qm_names_a_residue_with_missing_hydrogens(tmp_path, capsys, structures):
@@ -164,4 +198,40 @@ def test_qm_names_a_residue_with_missing_hydrogens(tmp_path, capsys, structures)
     code, _, err = run_cli([str(model), "restraints=qm", "engine=xtb", "mode=opt",
                             "use_neutron_distances=true", "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, "noh.pdb", "93", "qr.finalise")
-    assert not os.listdir(out)
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_qm_refuses_alternate_conformations(tmp_path, capsys, structures):
+    """Altlocs with QM used to be a dead end (the electron count was of one
+    conformer, the engine got both): refused up front, naming residues and
+    pointing to qr.finalise."""
+    model = os.path.join(structures, "xray/1us0_helix/1us0.pdb")
+    out = tmp_path / "out"
+    code, _, err = run_cli([model, "restraints=qm", "engine=xtb", "output.dir=%s" % out],
+                           capsys)
+    assert_one_line_error(code, err, "1us0.pdb", "alternate conformations", "ILE A14",
+                          "qr.finalise")
+    assert not out.exists()
+
+
+def test_second_run_into_the_same_prefix_is_refused(tmp_path, capsys, helix):
+    """While a run holds output prefix r in a directory, a second one is
+    refused in one line and touches none of the first one's files; once the
+    first ends, its lock file is gone."""
+    import fcntl
+    out = tmp_path / "out"
+    out.mkdir()
+    first = out / "r_refined.pdb"
+    first.write_text("the first run's model\n")
+    lock_path = out / ".r.log.lock"
+    with open(lock_path, "w") as held:  # the first run, as qr.refine holds it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = run_cli([helix, "output.prefix=r", "output.dir=%s" % out], capsys)
+        assert_one_line_error(code, err, "another run", "output prefix r", str(out))
+        assert first.read_text() == "the first run's model\n"
+        assert sorted(os.listdir(out)) == [".r.log.lock", "r_refined.pdb"]
+    os.unlink(lock_path)
+    # An ordinary run that fails on bad input leaves no lock behind.
+    code, _, err = run_cli([str(tmp_path / "nope.pdb"), "output.prefix=r",
+                            "output.dir=%s" % out], capsys)
+    assert code == 1 and sorted(os.listdir(out)) == ["r_refined.pdb"]

@@ -310,3 +310,17 @@ def test_progress_line(helix_model, serial_results):
     text = stream.getvalue()
     assert "fragments 1/%d" % n in text and "fragments %d/%d" % (n - 1, n) in text
     assert text.endswith("\r\033[K")  # the line is cleared at the end
+
+
+def test_workers_are_capped_at_the_cores(helix_model, serial_results):
+    """nproc=10000 starts one worker per usable core, not 10000, and the
+    gradient is the serial one."""
+    from qrefine.fragments.restraints import FragmentQMRestraints, usable_cores
+    points, expected = serial_results
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", nproc=10000, **CLUSTER)
+    try:
+        n = len(getattr(source.executor, "_procs", [None]))
+        assert n == usable_cores() or (usable_cores() == 1 and n == 1)
+        _same(source.gradient(points[0]), expected[0])
+    finally:
+        source.close()

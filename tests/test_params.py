@@ -59,3 +59,13 @@ def test_round_trip_as_phil(tmp_path):
     assert q.data_weight == 2.5 and q.mode == "opt"
     d = params.as_dict(q)
     assert d["data_weight"] == 2.5 and d["refine.macro_cycles"] == 5
+
+
+def test_missing_params_file_is_named(tmp_path):
+    """A params file that is not there is said so, not counted as a third
+    input file ("too many input files")."""
+    missing = str(tmp_path / "nothere.eff")
+    with pytest.raises(QRefineError) as e:
+        params.parse(["model.pdb", "data.mtz", missing])
+    assert missing in str(e.value) and "does not exist" in str(e.value)
+    assert "too many" not in str(e.value)

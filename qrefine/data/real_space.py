@@ -41,6 +41,13 @@ PAD = 4  # the prefilter's influence decays by 0.27 per point; 4 points make it 
 _OFFSETS = np.arange(-1, 3)  # the cubic B-spline stencil around floor(u)
 
 
+def voxel_size(map_data):
+    """The largest voxel edge of the map in A."""
+    cell = map_data.unit_cell_crystal_symmetry.unit_cell().parameters()[:3]
+    n = map_data.map_manager.unit_cell_grid
+    return max(float(a) / int(m) for a, m in zip(cell, n))
+
+
 class RealSpaceTarget:
     """DataTarget for a map (see qrefine.data).  Sites and gradients are in the
     model's original frame; the map's origin shift is applied inside."""
@@ -51,6 +58,14 @@ class RealSpaceTarget:
         if resolution is None or not resolution > 0:
             raise QRefineError("a positive map resolution is needed for map file %s "
                                "(set resolution=<d_min in A>)" % map_data.path)
+        voxel = voxel_size(map_data)
+        if resolution < 2.0 * voxel:
+            # Finer than the sampling (Nyquist) the map cannot hold, and the
+            # CC_mask and Fourier grids grow with 1/d^3: resolution=0.01 on
+            # 1.2 A voxels used more than 8 GB before it crashed.
+            raise QRefineError("resolution=%g is finer than map file %s can hold (voxels of "
+                               "%.2f A: at least %.2f A); give the map's resolution"
+                               % (resolution, map_data.path, voxel, 2.0 * voxel))
         check_model_in_map(model, map_data)
         self.map_data = map_data
         self.resolution = float(resolution)

@@ -77,6 +77,14 @@ HISTORY = 20  # points kept for the value's line integral and as a cache
 CAP_GRADIENTS = ("project", "drop")
 
 
+def usable_cores():
+    """The cores this process may run on (its CPU affinity, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 class FragmentQMRestraints:
     """Fragment-based QM gradient (and a consistent line-integral value).
 
@@ -138,10 +146,13 @@ class FragmentQMRestraints:
                                         progress=self._progress)
             elif backend != "local":
                 raise QRefineError("backend must be local or dask, got %r" % (backend,))
-            elif int(nproc) > 1:
-                threads = threads or max(1, (os.cpu_count() or 1) // int(nproc))
+            elif int(nproc) > 1 and usable_cores() > 1:
+                # A worker per core at most: more only wait on each other
+                # (nproc=10000 used to start 10000 processes).
+                workers = min(int(nproc), usable_cores())
+                threads = threads or max(1, usable_cores() // workers)
                 executor = ProcessExecutor(engine, self.method, options, failed_dir,
-                                           nproc=int(nproc), threads=int(threads),
+                                           nproc=workers, threads=int(threads),
                                            progress=self._progress)
             else:
                 executor = SerialExecutor(engine, self.method, options, failed_dir,

@@ -11,6 +11,24 @@ from qrefine.restraints.cctbx_geometry import CctbxGeometry
 QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis", "density_fit")
 
 
+def require_single_conformer(model, path):
+    """QM computes one molecule: refuse alternate conformations up front,
+    naming them.  (The electron count would be of one conformer while the
+    engine got both, so no multiplicity= could ever fit.)"""
+    residues = []
+    for rg in model.get_hierarchy().residue_groups():
+        if len([ag for ag in rg.atom_groups() if ag.altloc.strip()]) > 0 and \
+                len(rg.atom_groups()) > 1:
+            residues.append("%s %s%s" % (rg.atom_groups()[0].resname.strip(),
+                                         rg.parent().id.strip(), rg.resid().strip()))
+    if residues:
+        raise QRefineError("model %s has alternate conformations in %d residue(s) (%s%s); "
+                           "QM restraints need one conformer: run qr.finalise %s first, "
+                           "which keeps the most occupied one" % (
+                               path, len(residues), ", ".join(residues[:3]),
+                               ", ..." if len(residues) > 3 else "", path))
+
+
 def require_hydrogens(model, path):
     """QM needs every H the monomer library expects (with the protonation
     states the model's own H imply): refuse a model that lacks any."""
@@ -173,6 +191,7 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
         return CctbxGeometry(model)
     from qrefine import charges
     from qrefine.restraints.qm import QMRestraints
+    require_single_conformer(model, model_path)
     require_hydrogens(model, model_path)
     module = engines.engine_module(params.engine)
     symmetry = expands_symmetry(model, params, data_kind)
