@@ -324,3 +324,30 @@ def test_workers_are_capped_at_the_cores(helix_model, serial_results):
         _same(source.gradient(points[0]), expected[0])
     finally:
         source.close()
+
+
+def test_failed_fragments_get_their_own_folders(helix_model, tmp_path, caplog):
+    """Two workers' fragments fail at once (MOPAC refuses a keyword on every
+    retry): each keeps its input in a folder named by its residues, the
+    error names one of those folders, and each retry is logged."""
+    import logging
+    import shutil
+    from qrefine.fragments.restraints import FragmentQMRestraints
+    if shutil.which("mopac") is None:
+        pytest.skip("mopac is not installed (apt-get install mopac)")
+    failed = tmp_path / "failed"
+    source = FragmentQMRestraints(helix_model, "mopac", "PM7", nproc=2,
+                                  options={"keywords": "NOTAKEYWORD"},
+                                  failed_dir=str(failed), **CLUSTER)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(QRefineError) as e:
+            source.gradient(helix_model.get_sites_cart().as_numpy_array())
+    finally:
+        source.close()
+    folders = sorted(os.listdir(failed))
+    assert len(folders) >= 2 and all(f.startswith("A_") for f in folders), folders
+    assert any(str(failed / f) in str(e.value) for f in folders), str(e.value)
+    for f in folders:
+        kept = os.listdir(failed / f)
+        assert "failure.txt" in kept and "failed_geometry.xyz" in kept
+        assert "NOTAKEYWORD" in (failed / f / "failure.txt").read_text()

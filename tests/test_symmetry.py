@@ -557,7 +557,7 @@ class _PairExecutor:
 
     def run(self, jobs):
         out = []
-        for _, symbols, _, _, positions in jobs:
+        for _, symbols, _, _, positions, *_ in jobs:
             g, e = _lj_gradient(positions)
             self.sizes.append(len(symbols))
             out.append((e, g))
