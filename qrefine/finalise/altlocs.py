@@ -28,6 +28,11 @@ def has_altlocs(hierarchy):
     return any(ag.altloc.strip() for ag in hierarchy.atom_groups())
 
 
+def residues_with_alternatives(hierarchy):
+    """Residue groups with two or more altloc ids: atoms present twice."""
+    return [rg for rg in hierarchy.residue_groups() if len(_altlocs(rg)) > 1]
+
+
 def resolve_altlocs(hierarchy):
     """Keep one conformer per residue in place; return the AltlocChoice list."""
     choices = []

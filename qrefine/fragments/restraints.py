@@ -200,6 +200,8 @@ class FragmentQMRestraints:
                                        residues=self._extended)
         self.fragments = make_fragments(self.graph, self.clusters, self._all_sites(sites),
                                         self.buffer, self.residue_charges)
+        # Named once per clustering, not on every gradient.
+        self._names = [fragment_name(self.graph, f) for f in self.fragments]
         self.clustered_at = sites.copy()
         self.n_clusterings += 1
         self.executor.retain([f.key() for f in self.fragments])
@@ -228,8 +230,8 @@ class FragmentQMRestraints:
         n_model = len(sites)
         sites = self._all_sites(sites)
         jobs = [(f.key(), fragment_symbols(self.graph, f), f.charge, f.multiplicity,
-                 fragment_positions(f, sites), fragment_name(self.graph, f))
-                for f in self.fragments]
+                 fragment_positions(f, sites), name)
+                for f, name in zip(self.fragments, self._names)]
         results = self.executor.run(jobs)
         grad = np.zeros_like(sites)
         for f, (_, g) in zip(self.fragments, results):

@@ -15,12 +15,10 @@ def require_single_conformer(model, path):
     """QM computes one molecule: refuse alternate conformations up front,
     naming them.  (The electron count would be of one conformer while the
     engine got both, so no multiplicity= could ever fit.)"""
-    residues = []
-    for rg in model.get_hierarchy().residue_groups():
-        if len([ag for ag in rg.atom_groups() if ag.altloc.strip()]) > 0 and \
-                len(rg.atom_groups()) > 1:
-            residues.append("%s %s%s" % (rg.atom_groups()[0].resname.strip(),
-                                         rg.parent().id.strip(), rg.resid().strip()))
+    from qrefine.finalise.altlocs import residues_with_alternatives
+    residues = ["%s %s%s" % (rg.atom_groups()[0].resname.strip(), rg.parent().id.strip(),
+                             rg.resid().strip())
+                for rg in residues_with_alternatives(model.get_hierarchy())]
     if residues:
         raise QRefineError("model %s has alternate conformations in %d residue(s) (%s%s); "
                            "QM restraints need one conformer: run qr.finalise %s first, "
