@@ -43,32 +43,31 @@ def logged_run(program, argv, prepare):
     from qrefine.log import Reporter, header_lines
     reporter = None
     paths = None
-    lock = None
     try:
         paths, work = prepare()
         paths.prepare_directory()
         lock = _lock_prefix(paths)
-        partial_log = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".partial")
-        reporter = Reporter(log_path=partial_log)
-        for line in header_lines(program, argv):
-            reporter.info(line)
-        work(reporter)
-        reporter.close()
-        os.replace(partial_log, paths.log)
-        _unlock(lock)
+        try:  # released before the handlers below tidy the directory
+            partial_log = os.path.join(paths.directory,
+                                       "." + os.path.basename(paths.log) + ".partial")
+            reporter = Reporter(log_path=partial_log)
+            for line in header_lines(program, argv):
+                reporter.info(line)
+            work(reporter)
+            reporter.close()
+            os.replace(partial_log, paths.log)
+        finally:
+            _unlock(lock)
         return 0
     except QRefineError as e:
-        _unlock(lock)
         _abandon(reporter, paths)
         sys.stderr.write("%s: error: %s\n" % (program, e))
         return 1
     except KeyboardInterrupt:
-        _unlock(lock)
         _abandon(reporter, paths)
         sys.stderr.write("%s: interrupted; no outputs written\n" % program)
         return 130
     except Exception as e:  # a bug, not bad input: keep the evidence
-        _unlock(lock)
         crash_log = _keep_crash_log(reporter, paths)
         sys.stderr.write("%s: internal error: %s: %s%s\n" % (
             program, type(e).__name__, " ".join(str(e).split())[:300],
@@ -107,8 +106,6 @@ def _lock_prefix(paths):
 
 def _unlock(lock):
     """Remove the lock file while it is still held, then release it."""
-    if lock is None:
-        return
     fd, path = lock
     try:
         os.unlink(path)
