@@ -62,6 +62,10 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
         if hasattr(restraints, "recentre"):
             # Dual level: one QM call per macro cycle; it may step back.
             sites = restraints.recentre(sites, predicted)
+        if hasattr(restraints, "start_cycle"):
+            # Library restraints: state set from this cycle's start sites
+            # only, so a resumed run repeats an uninterrupted one bit for bit.
+            restraints.start_cycle(sites)
         w = 0.0
         if data is not None:
             data.update(sites)

@@ -3,7 +3,9 @@
 A thin wrapper over ``mmtbx.f_model.manager`` that implements the DataTarget
 interface of :mod:`qrefine.data`.  Design points:
 
-* **One fmodel for the whole run.**  It is built once; each call only moves
+* **One fmodel per macro cycle.**  ``update()`` builds it afresh at the
+  cycle's start sites, so its scales depend on those sites only (a resumed
+  run repeats an uninterrupted one bit for bit); each target call only moves
   the atoms and recomputes F_calc (one FFT) and the gradient (one FFT).
 * **Nuisance parameters are frozen between ``update()`` calls.**  The
   bulk-solvent mask, k_mask, the isotropic/anisotropic scales and the ML
@@ -94,10 +96,8 @@ class ReciprocalSpaceTarget:
         self._xrs.scattering_type_registry(
             table="n_gaussian", d_min=f_obs.d_min(),
             types_without_a_scattering_contribution=["?"])
-        self._fmodel = mmtbx.f_model.manager(
-            f_obs=f_obs, r_free_flags=reflection_data.r_free_flags,
-            xray_structure=self._xrs, target_name=TARGETS[target],
-            sf_and_grads_accuracy_params=_fft_params())
+        self._f_obs, self._r_free_flags = f_obs, reflection_data.r_free_flags
+        self._fmodel = None
         self._functor = None
         self._cache = None
         self.update(self._xrs.sites_cart().as_numpy_array())
@@ -119,8 +119,18 @@ class ReciprocalSpaceTarget:
     def update(self, sites_cart):
         """Refit mask, scales (and bulk solvent) and ML alpha/beta at ``sites``."""
         import mmtbx.bulk_solvent.bulk_solvent_and_scaling as bss
+        import mmtbx.f_model
         sites = self._check(sites_cart)
-        self._move(sites, update_mask=self.bulk_solvent)
+        self._xrs.set_sites_cart(flex.vec3_double(flex.double(sites.ravel())))
+        # A new fmodel at every update: mmtbx's scale fit starts from the
+        # fmodel's last scales and mask, so refitting the one fmodel gave
+        # results that depended on every earlier update (1e-10 A after three
+        # weight trials, 1e-8 in R-free), and a resumed run differed from an
+        # uninterrupted one.  Built afresh, the fit depends on ``sites`` only.
+        self._fmodel = mmtbx.f_model.manager(
+            f_obs=self._f_obs, r_free_flags=self._r_free_flags,
+            xray_structure=self._xrs, target_name=TARGETS[self.target],
+            sf_and_grads_accuracy_params=_fft_params())
         if self.update_scales:
             params = bss.master_params.extract()
             params.bulk_solvent = self.bulk_solvent

@@ -21,6 +21,14 @@ class CctbxGeometry:
         self.n_atoms = model.get_number_of_atoms()
         self.calls = 0
 
+    def start_cycle(self, sites_cart):
+        """Rebuild the non-bonded pair proxies at ``sites_cart``."""
+        sites = flex.vec3_double(np.asarray(sites_cart, dtype=float).reshape(self.n_atoms, 3))
+        # cctbx has no public "refresh now"; forgetting the sites of the last
+        # refresh is what its own checks test for.
+        self._geometry._sites_cart_used_for_pair_proxies = None
+        self._geometry.pair_proxies(sites_cart=sites)
+
     def value_and_gradient(self, sites_cart):
         sites = np.asarray(sites_cart, dtype=float).reshape(self.n_atoms, 3)
         es = self._geometry.energies_sites(
