@@ -6,6 +6,7 @@ as JSON), atomically, and removed when the run completes.  Resuming with
 ``restart=<prefix>.checkpoint`` reuses finished trials and cycles as they are.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -20,15 +21,28 @@ FORMAT = 1
 
 
 def fingerprint(inputs, parameters):
-    """What must match for a checkpoint to be reused: inputs and the
-    parameters that change results (not output names, restart, nproc, nor
-    the number of macro cycles: a resumed run may go on longer or stop
-    sooner)."""
+    """What must match for a checkpoint to be reused: the inputs' contents
+    and the parameters that change results (not output names, restart,
+    nproc, nor the number of macro cycles: a resumed run may go on longer or
+    stop sooner).
+
+    Inputs are compared by content (SHA-256), not by path: a model replaced
+    at the same path must not resume with the old model's trials, and a
+    copy moved elsewhere may resume.
+    """
     skip = ("output.", "restart", "nproc", "parallel.", "refine.macro_cycles",
             "qm.low_level_cycles")
-    return {"inputs": {k: (os.path.abspath(v) if isinstance(v, str) else v)
+    return {"inputs": {k: file_sha256(v) if isinstance(v, str) else v
                        for k, v in inputs.items()},
             "parameters": {k: v for k, v in parameters.items() if not k.startswith(skip)}}
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Checkpoint:
@@ -71,9 +85,13 @@ class Checkpoint:
             raise QRefineError("restart file %s has an unknown format" % path)
         if state["fingerprint"] != json.loads(json.dumps(fingerprint)):
             diff = _first_difference(state["fingerprint"], json.loads(json.dumps(fingerprint)))
-            raise QRefineError("restart file %s was written for a different run (%s differs); "
+            if diff.startswith("inputs."):
+                what = "the %s file's content differs" % diff[len("inputs."):]
+            else:
+                what = "%s differs" % diff
+            raise QRefineError("restart file %s was written for a different run (%s); "
                                "rerun without restart= or with the same inputs and "
-                               "parameters" % (path, diff))
+                               "parameters" % (path, what))
         ck = cls(path, fingerprint)
         ck.trials, ck.trial_sites = state["trials"], trial_sites
         ck.chosen_weight, ck.cycles, ck.sites = state["chosen_weight"], state["cycles"], sites

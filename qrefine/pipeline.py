@@ -170,7 +170,10 @@ def run(params, files, paths, reporter, argv=()):
 
     t = time.time()
     parameters = params_mod.as_dict(params)
-    ck_fingerprint = fingerprint({"model": model_path, "data": data_path}, parameters)
+    inputs = {"model": model_path, "data": data_path}
+    inputs.update(("restraints_cif %s" % os.path.basename(c), c)
+                  for c in (params.restraints_cif or []))
+    ck_fingerprint = fingerprint(inputs, parameters)
     try:
         protocol, ck = run_protocol(model, restraints, data, params, paths, reporter,
                                     ck_fingerprint)

@@ -22,51 +22,95 @@ def sites(pdb):
     return iotbx.pdb.input(file_name=pdb).atoms().extract_xyz().as_numpy_array()
 
 
-def checkpoint_trials(path):
+def checkpoint_progress(path):
+    """(trials, final macro cycles) in a checkpoint; (0, 0) while none is whole."""
     try:
         with np.load(path) as z:
-            return len(json.loads(bytes(z["state"]).decode())["trials"])
+            state = json.loads(bytes(z["state"]).decode())
+            return len(state["trials"]), len(state["cycles"])
     except (OSError, ValueError, KeyError):
-        return 0
+        return 0, 0
+
+
+def atom_records(cif):
+    """The refined coordinates as written (mmCIF: 5 decimals)."""
+    return [line for line in open(cif) if line.startswith(("ATOM", "HETATM"))]
+
+
+# Where to kill: (trials, final cycles) the checkpoint must hold, then
+# seconds to wait, so the kill lands between trials (just after a trial's
+# checkpoint), inside a trial, or in the final macro cycles.
+KILL_POINTS = {"between trials": ((2, 0), 0.0), "in a trial": ((3, 0), 0.4),
+               "in the final cycles": ((None, 1), 0.0)}
 
 
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_same_model(tmp_path, structures, test_data):
+    """X-ray with scales and bulk solvent updated: a run killed at any of
+    three points and resumed writes the model of an uninterrupted run, bit
+    for bit (every trial's metrics, every cycle's R factors, the
+    coordinates)."""
     d = os.path.join(structures, "xray/1us0_helix")
     inputs = [os.path.join(d, "perturbed/1.5/3.pdb"), os.path.join(d, "data.mtz"),
               "chem_data=%s" % os.path.join(test_data, "chem_data")] + FAST
 
     whole = tmp_path / "whole"
     assert main(inputs + ["output.prefix=run", "output.dir=%s" % whole]) == 0
-
-    killed = tmp_path / "killed"
-    exe = shutil.which("qr.refine", path=os.path.dirname(sys.executable)) or "qr.refine"
-    proc = subprocess.Popen([exe] + inputs + ["output.prefix=run", "output.dir=%s" % killed],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = killed / "run.checkpoint"
-    deadline = time.time() + 120
-    while checkpoint_trials(checkpoint) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_done = checkpoint_trials(checkpoint)
-    assert n_done >= 2
-    assert not (killed / "run_refined.pdb").exists()
-
-    resumed = tmp_path / "resumed"
-    assert main(inputs + ["restart=%s" % checkpoint, "output.prefix=run",
-                          "output.dir=%s" % resumed]) == 0
-    log = (resumed / "run.log").read_text()
-    assert "resuming from" in log and log.count("(from checkpoint)") == n_done
     a = json.loads((whole / "run_summary.json").read_text())
-    b = json.loads((resumed / "run_summary.json").read_text())
-    assert [t["weight"] for t in a["weight_search"]] == [t["weight"] for t in b["weight_search"]]
-    assert a["chosen_weight"] == b["chosen_weight"]
-    diff = np.abs(sites(str(whole / "run_refined.pdb")) - sites(str(resumed / "run_refined.pdb")))
-    assert diff.max() < 1e-3
-    assert abs(a["final"]["r_free"] - b["final"]["r_free"]) < 1e-4
-    assert not os.path.exists(resumed / "run.checkpoint")
+    assert a["parameters"]["reflections.update_scales"] is True
+    exe = shutil.which("qr.refine", path=os.path.dirname(sys.executable)) or "qr.refine"
+    for name, ((trials, cycles), wait) in KILL_POINTS.items():
+        killed = tmp_path / name.replace(" ", "_")
+        proc = subprocess.Popen([exe] + inputs + ["output.prefix=run",
+                                                  "output.dir=%s" % killed],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        checkpoint = killed / "run.checkpoint"
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            t, c = checkpoint_progress(checkpoint)
+            if (trials is None or t >= trials) and c >= cycles:
+                break
+            time.sleep(0.01)
+        time.sleep(wait)
+        assert proc.poll() is None, "the run finished before it could be killed (%s)" % name
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        n_trials, n_cycles = checkpoint_progress(checkpoint)
+        assert n_trials >= (trials or 1) and n_cycles >= cycles
+        assert not (killed / "run_refined.pdb").exists()
+
+        resumed = tmp_path / (name.replace(" ", "_") + "_resumed")
+        assert main(inputs + ["restart=%s" % checkpoint, "output.prefix=run",
+                              "output.dir=%s" % resumed]) == 0, name
+        log = (resumed / "run.log").read_text()
+        assert "resuming from" in log and log.count("(from checkpoint)") == n_trials
+        b = json.loads((resumed / "run_summary.json").read_text())
+        assert [t["metrics"] for t in a["weight_search"]] == \
+            [t["metrics"] for t in b["weight_search"]], name
+        assert a["chosen_weight"] == b["chosen_weight"]
+        assert [c["statistics"] for c in a["macro_cycles"]] == \
+            [c["statistics"] for c in b["macro_cycles"]], name
+        assert a["final"] == b["final"], name
+        assert atom_records(whole / "run_refined.cif") == \
+            atom_records(resumed / "run_refined.cif"), name
+        assert not os.path.exists(resumed / "run.checkpoint")
+
+
+def test_a_model_replaced_at_the_same_path_is_refused(tmp_path):
+    """The checkpoint holds the inputs' contents (SHA-256), not their paths."""
+    from qrefine.checkpoint import Checkpoint, fingerprint
+    from qrefine.errors import QRefineError
+    model = tmp_path / "m.pdb"
+    model.write_text("ATOM      1  CA  GLY A   1       1.000   2.000   3.000  1.00 10.00           C\n")
+    ck = Checkpoint(str(tmp_path / "r.checkpoint"), fingerprint({"model": str(model)}, {}))
+    ck.save()
+    moved = tmp_path / "copy.pdb"
+    shutil.copy(model, moved)
+    Checkpoint.load(ck.path, fingerprint({"model": str(moved)}, {}))  # same content: resumes
+    model.write_text(model.read_text().replace("1.000", "1.500"))
+    with pytest.raises(QRefineError) as e:
+        Checkpoint.load(ck.path, fingerprint({"model": str(model)}, {}))
+    assert "model file's content differs" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_restart_with_other_parameters_is_refused(tmp_path, structures, capsys, test_data):
@@ -83,7 +127,7 @@ def test_restart_with_other_parameters_is_refused(tmp_path, structures, capsys, 
 def test_a_resumed_run_may_change_its_number_of_macro_cycles():
     from qrefine.checkpoint import fingerprint
     def fp(**parameters):
-        return fingerprint({"model": "m.pdb"}, dict({"data_weight": 1.0}, **parameters))
+        return fingerprint({"model": None}, dict({"data_weight": 1.0}, **parameters))
     a = fp(**{"refine.macro_cycles": 5, "qm.low_level_cycles": 30})
     assert a == fp(**{"refine.macro_cycles": 9, "qm.low_level_cycles": 12})
     assert a != fp(**{"refine.macro_cycles": 5, "qm.low_level_cycles": 30, "data_weight": 2.0})
