@@ -250,3 +250,38 @@ def test_thread_count_is_pinned_not_taken_from_the_machine(peptide, monkeypatch)
     atoms.calc = xtb_engine.make_calculator("GFN2-xTB", solvent=None)
     atoms.get_forces()
     assert xtb_engine._in_worker(get) == 2
+
+
+@pytest.mark.parametrize("shift", [0.1, 0.3, 0.5])
+def test_gfnff_rebuilt_from_its_reference_is_the_same_force_field(structures, shift):
+    """GFN-FF takes its topology from the geometry it is built at.  A
+    calculator built anew at moved atoms (a restarted worker's) is another
+    force field; one built from the first calculator's reference positions
+    is the same one, bit for bit (the 1us0 helix, 94 atoms, moved along the
+    0.3 A-perturbed test model's displacements, scaled to ``shift`` A RMS)."""
+    import iotbx.pdb
+    from ase import Atoms
+    d = os.path.join(structures, "xray/1us0_helix")
+    atoms0 = iotbx.pdb.input(os.path.join(d, "a87_99_h.pdb")).atoms()
+    symbols = [a.element.strip().capitalize() for a in atoms0]
+    x0 = atoms0.extract_xyz().as_numpy_array()
+    step = iotbx.pdb.input(os.path.join(d, "perturbed/0.3/1.pdb")).atoms() \
+        .extract_xyz().as_numpy_array() - x0
+    x1 = x0 + step * shift / np.sqrt((step ** 2).sum(axis=1).mean())
+
+    def forces_at_x1(first, reference=None):
+        atoms = Atoms(symbols, positions=first)
+        atoms.calc = xtb_engine.make_calculator("GFN-FF", solvent=None,
+                                                reference_positions=reference)
+        atoms.get_forces()
+        atoms.positions = x1
+        return atoms.get_forces()
+
+    running = forces_at_x1(x0)                # built at x0, moved to x1
+    rebuilt = forces_at_x1(x1, reference=x0)  # new, at x1, from the same reference
+    fresh = forces_at_x1(x1)                  # new, at x1, its own topology
+    assert np.array_equal(rebuilt, running)
+    # Without the reference: another force field (at 0.1 A only its
+    # numerics differ, 1e-10 eV/A; further away its terms, see the docstring
+    # of XTBCalculator), so a restarted worker would change the model.
+    assert not np.array_equal(fresh, running)

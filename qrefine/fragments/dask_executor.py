@@ -185,6 +185,7 @@ class DaskExecutor:
 
     def run(self, jobs):
         from distributed import as_completed
+        jobs = [self._refs.job(j) for j in jobs]
         workers = self._workers()
         if not workers:
             self.client.wait_for_workers(1)

@@ -5,7 +5,7 @@ fragment's identity) across calls, so SCF warm starts work, and answers
 ``run(jobs) -> [(energy, gradient)]`` in the order of ``jobs`` (kcal/mol,
 relative to the fragment's first energy, and kcal/mol/A, as
 :class:`~qrefine.restraints.qm.QMRestraints` gives them).
-A job is ``(key, symbols, charge, multiplicity, positions)``.  An executor
+A job is ``(key, symbols, charge, multiplicity, positions[, name])``.  An executor
 provides ``run``, ``retain(keys)`` (release the calculators of all other
 fragments), ``stats()`` and ``close()``, and calls its ``progress``
 attribute, when set, as ``progress(done, total)`` each time a fragment
@@ -16,7 +16,12 @@ Reference energies.  Calculators compute absolute energies; the executor,
 in the calling process, subtracts each fragment's first energy (kept until
 the fragment is released by ``retain``).  A fragment whose calculator is lost
 (a dead worker) and is computed again elsewhere therefore keeps its
-reference: its energies stay on one scale, whichever worker computes them.
+reference: its energies stay on one scale, whichever worker computes them.  In the same
+way it keeps each fragment's first positions and sends them with every job:
+a calculator built anew (in a restarted worker, on another Dask worker) is
+built from them, so GFN-FF gets the topology it had the first time, and a
+worker's death changes no number (see
+:class:`~qrefine.engines.xtb_engine.XTBCalculator`).
 
 :class:`ProcessExecutor` starts ``nproc`` worker processes (``spawn``, so
 no OpenMP or engine state is inherited) and assigns each fragment to one
@@ -51,14 +56,16 @@ class _Calculators:
         self.retries = 0
         self.seconds = 0.0
 
-    def compute(self, key, symbols, charge, multiplicity, positions, name=None):
+    def compute(self, key, symbols, charge, multiplicity, positions, name=None,
+                reference=None):
         from qrefine.restraints.qm import QMRestraints
         source = self.sources.get(key)
         if source is None:
             source = QMRestraints(symbols, self.engine, self.method, charge=charge,
                                   multiplicity=multiplicity, options=self.options,
                                   failed_dir=self._failed_dir(name),
-                                  label=self._label(name, len(symbols)))
+                                  label=self._label(name, len(symbols)),
+                                  reference_sites=reference)
             # Absolute energies: the reference is kept by the executor (see above).
             source.reference_energy = 0.0
             self.sources[key] = source
@@ -91,10 +98,20 @@ class _Calculators:
 
 
 class References:
-    """First energy of each fragment, kept by the calling process."""
+    """First energy and first positions of each fragment, kept by the
+    calling process."""
 
     def __init__(self):
         self.first = {}
+        self.positions = {}
+
+    def job(self, job):
+        """``job`` with its fragment's first positions appended (as
+        ``name`` and ``reference`` of :meth:`_Calculators.compute`)."""
+        key, positions = job[0], job[4]
+        reference = self.positions.setdefault(key, positions)
+        name = job[5] if len(job) > 5 else None
+        return tuple(job[:5]) + (name, reference)
 
     def relative(self, key, result):
         energy, grad = result
@@ -104,6 +121,8 @@ class References:
         keys = set(keys)
         for k in [k for k in self.first if k not in keys]:
             del self.first[k]
+        for k in [k for k in self.positions if k not in keys]:
+            del self.positions[k]
 
 
 def stats_dict(calls, retries, seconds):
@@ -126,7 +145,7 @@ class SerialExecutor:
 
     def run(self, jobs):
         out = []
-        for job in jobs:
+        for job in map(self._refs.job, jobs):
             out.append(self._refs.relative(job[0], self._calcs.compute(*job)))
             report(self.progress, len(out), len(jobs))
         return out
@@ -232,6 +251,7 @@ class ProcessExecutor:
     # -- executor -------------------------------------------------------------
 
     def run(self, jobs):
+        jobs = [self._refs.job(j) for j in jobs]
         per_worker = {}
         for i, job in enumerate(jobs):
             key = job[0]

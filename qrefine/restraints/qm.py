@@ -13,6 +13,7 @@ weight estimate both ask for the same point), and the calculator object is
 kept between calls so engines that can warm-start their SCF do so.
 """
 
+import inspect
 import logging
 import os
 import shutil
@@ -45,11 +46,16 @@ class QMRestraints:
 
     ``engine``: an ``engine=`` name; ``options``: engine keyword options
     (solvent, basis, ...).  ``failed_dir``: where the input of a calculation
-    that fails after all retries is kept.
+    that fails after all retries is kept.  ``reference_sites``: the
+    geometry every calculator of these atoms is built at, for engines whose
+    force field takes its topology from the first geometry (GFN-FF; the
+    engine's ``reference_positions``); default the first sites computed.  A
+    retry's fresh calculator, or one rebuilt in a restarted worker, is then
+    the same force field as the first.
     """
 
     def __init__(self, symbols, engine, method=None, charge=0, multiplicity=1,
-                 options=None, failed_dir=None, label="whole model"):
+                 options=None, failed_dir=None, label="whole model", reference_sites=None):
         self.module = engines.engine_module(engine)
         ok, hint = self.module.availability()
         if not ok:
@@ -71,10 +77,15 @@ class QMRestraints:
         self._cache_sites = None
         self._cache_result = None
         self.reference_energy = None  # eV; the first energy computed
+        self.reference_sites = (None if reference_sites is None
+                                else np.array(reference_sites, dtype=float).reshape(-1, 3))
 
     def _new_calculator(self, extra=None):
         options = dict(self.options)
         options.update(extra or {})
+        if self.reference_sites is not None and \
+                "reference_positions" in inspect.signature(self.module.make_calculator).parameters:
+            options["reference_positions"] = self.reference_sites
         return self.module.make_calculator(method=self.method, charge=self.charge,
                                            multiplicity=self.multiplicity, **options)
 
@@ -94,6 +105,8 @@ class QMRestraints:
         return value, grad.copy()
 
     def _compute(self, sites):
+        if self.reference_sites is None:
+            self.reference_sites = np.array(sites, dtype=float)
         atoms = Atoms(symbols=self.symbols, positions=sites)
         attempt = 0
         extra = None
