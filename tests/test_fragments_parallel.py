@@ -320,18 +320,28 @@ def test_progress_line(helix_model, serial_results):
     assert text.endswith("\r\033[K")  # the line is cleared at the end
 
 
-def test_workers_are_capped_at_the_cores(helix_model, serial_results):
+def test_workers_are_capped_at_the_cores_and_the_fragments(helix_model, serial_results):
     """nproc=10000 starts one worker per usable core, not 10000, and the
-    gradient is the serial one."""
+    gradient is the serial one; with one fragment, one worker starts."""
     from qrefine.fragments.restraints import FragmentQMRestraints, usable_cores
     points, expected = serial_results
     source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", nproc=10000, **CLUSTER)
     try:
-        n = len(getattr(source.executor, "_procs", [None]))
-        assert n == usable_cores() or (usable_cores() == 1 and n == 1)
         _same(source.gradient(points[0]), expected[0])
+        assert len(source.fragments) > usable_cores()
+        n = getattr(source.executor, "n_workers", 1)
+        assert n == usable_cores()
     finally:
         source.close()
+    if usable_cores() < 2:
+        pytest.skip("one usable core: the serial executor runs (no workers to cap)")
+    one = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", nproc=10000,
+                               max_cluster_residues=20, buffer=3.0)
+    try:
+        one.gradient(points[0])
+        assert len(one.fragments) == 1 and one.executor.n_workers == 1
+    finally:
+        one.close()
 
 
 def test_failed_fragments_get_their_own_folders(helix_model, tmp_path, caplog):

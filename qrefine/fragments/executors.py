@@ -23,8 +23,9 @@ built from them, so GFN-FF gets the topology it had the first time, and a
 worker's death changes no number (see
 :class:`~qrefine.engines.xtb_engine.XTBCalculator`).
 
-:class:`ProcessExecutor` starts ``nproc`` worker processes (``spawn``, so
-no OpenMP or engine state is inherited) and assigns each fragment to one
+:class:`ProcessExecutor` starts up to ``nproc`` worker processes, no more
+than there are fragments (``spawn``, so no OpenMP or engine state is
+inherited) and assigns each fragment to one
 worker for good, the least loaded by estimated cost (atoms cubed), so the
 worker that holds a fragment's calculator always gets its next call.  Each
 worker's engine gets ``threads`` OpenMP threads.  Results come back one
@@ -196,15 +197,16 @@ class ProcessExecutor:
                  threads=1, progress=None):
         self._ctx = multiprocessing.get_context("spawn")
         self._args = (engine, method, options, failed_dir, threads)
-        n = int(nproc)
-        self._conns = [None] * n
-        self._procs = [None] * n
-        for w in range(n):
-            self._spawn(w)
+        # Workers start at the first call, one per fragment at most: a
+        # worker without a fragment is a process (and its engine import)
+        # for nothing (nproc=64 on a model of 3 fragments used to start 64).
+        self.max_workers = max(1, int(nproc))
+        self._conns = []
+        self._procs = []
         self._owner = {}
         self._cost = {}
-        self._load = [0.0] * n
-        self._stats = [(0, 0, 0.0)] * n
+        self._load = []
+        self._stats = []
         self._lost_stats = (0, 0, 0.0)  # of workers that died
         self._refs = References()
         self.respawns = 0
@@ -212,6 +214,19 @@ class ProcessExecutor:
         self.progress = progress
 
     # -- worker processes ---------------------------------------------------
+
+    def _start_workers(self, n_fragments):
+        """Start workers up to one per fragment (and ``max_workers``)."""
+        while len(self._procs) < min(self.max_workers, n_fragments):
+            self._conns.append(None)
+            self._procs.append(None)
+            self._load.append(0.0)
+            self._stats.append((0, 0, 0.0))
+            self._spawn(len(self._procs) - 1)
+
+    @property
+    def n_workers(self):
+        return len(self._procs)
 
     def _spawn(self, w):
         parent, child = self._ctx.Pipe()
@@ -252,6 +267,7 @@ class ProcessExecutor:
 
     def run(self, jobs):
         jobs = [self._refs.job(j) for j in jobs]
+        self._start_workers(len({j[0] for j in jobs} | set(self._owner)))
         per_worker = {}
         for i, job in enumerate(jobs):
             key = job[0]
