@@ -4,6 +4,7 @@ Library modules never print; they are handed a Reporter (or None).
 """
 
 import datetime
+import logging
 import os
 import platform
 import socket
@@ -18,6 +19,12 @@ class Reporter:
         self._log = open(log_path, "w") if log_path else None
         self._progress_shown = False
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        # A run's reporter also shows the library's warnings (a QM retry,
+        # and in which fragment), so that they reach the log the user keeps.
+        self._handler = None
+        if log_path:
+            self._handler = _ReporterHandler(self)
+            logging.getLogger("qrefine").addHandler(self._handler)
 
     def info(self, text=""):
         self.end_progress()
@@ -46,10 +53,27 @@ class Reporter:
             self._progress_shown = False
 
     def close(self):
+        if self._handler is not None:
+            logging.getLogger("qrefine").removeHandler(self._handler)
+            self._handler = None
         self.end_progress()
         if self._log:
             self._log.close()
             self._log = None
+
+
+class _ReporterHandler(logging.Handler):
+    """Warnings of ``qrefine.*`` loggers as "warning: ..." lines of a Reporter."""
+
+    def __init__(self, reporter):
+        logging.Handler.__init__(self, level=logging.WARNING)
+        self.reporter = reporter
+
+    def emit(self, record):
+        try:
+            self.reporter.info("warning: " + record.getMessage())
+        except Exception:  # never let a log line end the run
+            self.handleError(record)
 
 
 def header_lines(program, argv):

@@ -369,6 +369,25 @@ def test_failed_fragments_get_their_own_folders(helix_model, tmp_path, caplog):
         kept = os.listdir(failed / f)
         assert "failure.txt" in kept and "failed_geometry.xyz" in kept
         assert "NOTAKEYWORD" in (failed / f / "failure.txt").read_text()
+        # The workers' retry lines reach this process's log: two per
+        # failed fragment (MOPAC's two safer settings), naming the fragment.
+        retries = [r.getMessage() for r in caplog.records
+                   if r.getMessage().startswith("fragment %s " % f)]
+        assert len(retries) == 2 and "retry 1 with" in retries[0], retries
+
+
+def test_a_run_log_shows_the_library_warnings(tmp_path):
+    """A run's reporter writes ``qrefine.*`` warnings (QM retries) into the
+    log file, and stops when it is closed."""
+    import logging
+    from qrefine.log import Reporter
+    import io
+    reporter = Reporter(stream=io.StringIO(), log_path=str(tmp_path / "run.log"))
+    logging.getLogger("qrefine.restraints.qm").warning("fragment A_1-3: retry 1 with x=1")
+    reporter.close()
+    logging.getLogger("qrefine.restraints.qm").warning("after the run")
+    text = (tmp_path / "run.log").read_text()
+    assert text == "warning: fragment A_1-3: retry 1 with x=1\n"
 
 
 def test_worker_deaths_do_not_change_the_refined_model(helix_model, structures):

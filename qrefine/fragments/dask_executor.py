@@ -38,7 +38,8 @@ import threading
 import uuid
 
 from qrefine.errors import QRefineError
-from qrefine.fragments.executors import _Calculators, References, report, stats_dict
+from qrefine.fragments.executors import (_Calculators, References, log_notes,
+                                         quiet_worker_logging, report, stats_dict)
 
 INSTALL_HINT = 'install it with: pip install "qrefine[dask]"'
 
@@ -81,17 +82,21 @@ def _worker_address():
 
 
 def _compute(token, config, threads, job):
-    """One fragment on a worker: ``("ok", (energy, gradient), address, stats)``
-    or ``("error", message, address, None)``."""
+    """One fragment on a worker: ``("ok", (energy, gradient), address,
+    stats, retry lines)`` or ``("error", message, address, None, retry lines)``."""
     address = _worker_address()
+    calcs = None
     try:
+        quiet_worker_logging()
         calcs = _calculators(token, config, threads)
         before = calcs.stats()
         result = calcs.compute(*job)
         after = calcs.stats()
     except Exception as e:  # returned, so that the parent knows where it failed
-        return ("error", "%s: %s" % (type(e).__name__, e), address, None)
-    return ("ok", result, address, tuple(a - b for a, b in zip(after, before)))
+        notes = calcs.take_notes() if calcs is not None else []
+        return ("error", "%s: %s" % (type(e).__name__, e), address, None, notes)
+    return ("ok", result, address, tuple(a - b for a, b in zip(after, before)),
+            calcs.take_notes())
 
 
 def _retain(token, owner, dask_worker=None):
@@ -205,7 +210,8 @@ class DaskExecutor:
                     exc = future.exception()
                     status, message = "error", "%s: %s" % (type(exc).__name__, exc)
                 else:
-                    status, payload, where, stats = value
+                    status, payload, where, stats, notes = value
+                    log_notes(notes)
                     if status == "error":
                         message, address = payload, where or address
                 if status == "error":

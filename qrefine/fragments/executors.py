@@ -36,12 +36,15 @@ are kept.  If it dies again on that retry, the call fails with a
 :class:`~qrefine.errors.QRefineError`.
 """
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import traceback
 
 from qrefine.errors import QRefineError
+
+log = logging.getLogger(__name__)
 
 
 class _Calculators:
@@ -76,6 +79,15 @@ class _Calculators:
         self.retries += source.retries - retries
         self.seconds += source.seconds - seconds
         return result
+
+    def take_notes(self):
+        """The retry lines of all fragments since the last call (a worker
+        sends them to the calling process, whose log the user reads)."""
+        notes = []
+        for source in self.sources.values():
+            notes += source.retry_notes
+            source.retry_notes = []
+        return notes
 
     def _failed_dir(self, name):
         # Each fragment its own folder: workers fail at the same time, and
@@ -148,6 +160,7 @@ class SerialExecutor:
         out = []
         for job in map(self._refs.job, jobs):
             out.append(self._refs.relative(job[0], self._calcs.compute(*job)))
+            self._calcs.take_notes()  # logged already, in this process
             report(self.progress, len(out), len(jobs))
         return out
 
@@ -162,10 +175,25 @@ class SerialExecutor:
         self._calcs.sources.clear()
 
 
+def log_notes(notes):
+    """Retry lines from a worker, logged here as they were there."""
+    for note in notes:
+        log.warning("%s", note)
+
+
+def quiet_worker_logging():
+    """A worker's warnings travel to the calling process (``take_notes``);
+    printed here as well, they would reach the terminal twice."""
+    logger = logging.getLogger("qrefine")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
 def _worker(conn, engine, method, options, failed_dir, threads):
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("OMP_STACKSIZE", "1G")
     import qrefine  # noqa: F401  (cctbx before scipy)
+    quiet_worker_logging()
     calcs = _Calculators(engine, method, options, failed_dir)
     while True:
         try:
@@ -180,10 +208,11 @@ def _worker(conn, engine, method, options, failed_dir, threads):
             # unanswered ones; the first failure ends the batch.
             for i, job in message[1]:
                 try:
-                    conn.send(("result", i, calcs.compute(*job)))
+                    result = calcs.compute(*job)
+                    conn.send(("result", i, result, calcs.take_notes()))
                 except Exception as e:  # sent back and raised in the parent
                     conn.send(("error", i, "%s: %s" % (type(e).__name__, e),
-                               traceback.format_exc()))
+                               traceback.format_exc(), calcs.take_notes()))
                     break
         elif message[0] == "retain":
             calcs.retain(message[1])
@@ -311,6 +340,8 @@ class ProcessExecutor:
                         self.retried_jobs += len(left)
                         dispatch(w, left)
                     continue
+                if message[0] in ("result", "error"):
+                    log_notes(message[-1])
                 if message[0] == "result":
                     i = message[1]
                     results[i] = self._refs.relative(jobs[i][0], message[2])

@@ -73,6 +73,7 @@ class QMRestraints:
         self.requests = 0       # value_and_gradient calls, cache hits included
         self.seconds = 0.0
         self.retries = 0
+        self.retry_notes = []   # one line per retry, for callers in other processes
         self._calculator = None
         self._cache_sites = None
         self._cache_result = None
@@ -136,9 +137,11 @@ class QMRestraints:
                 self.retries += 1
                 # A retry changes the settings (and may change the energy a
                 # little): say which part, why and how.
-                log.warning("%s: %s %s failed (%s), retry %d with %s", self.label,
-                            self.engine, self.method, " ".join(str(error).split())[:120],
-                            attempt, ", ".join("%s=%s" % kv for kv in sorted(extra.items())))
+                note = "%s: %s %s failed (%s), retry %d with %s" % (
+                    self.label, self.engine, self.method, " ".join(str(error).split())[:120],
+                    attempt, ", ".join("%s=%s" % kv for kv in sorted(extra.items())))
+                self.retry_notes.append(note)
+                log.warning("%s", note)
             finally:
                 self.calls += 1
                 self.seconds += time.time() - t0
