@@ -128,6 +128,9 @@ qm {
   density_fit = None
     .type = bool
     .help = "pyscf: density fitting (RI) of the Coulomb and exchange integrals; HF-D3/6-31G gradients of a capped dipeptide 4x faster, within 3e-3 eV/A of the exact ones. None: exact integrals."
+  timeout = None
+    .type = float
+    .help = "Seconds one engine call may take. A program (MOPAC, ORCA, ...) that runs longer is killed with everything it started and retried with the engine's safer settings; an in-process engine (xtb, PySCF; fragments only) has its worker process ended and the fragment run once more in a fresh one. If it fails again, the error names the fragment and its input is kept in <prefix>_failed/. None: no limit."
   low_level = None
     .type = str
     .help = "Dual-level minimisation: GFN-FF (xtb, whole model) drives the minimiser between QM calls. Each macro cycle makes one QM call and minimises GFN-FF corrected to the QM gradient there (plus a secant estimate of the curvature difference) within a trust region; converged, the model is a minimum of the QM target itself. ACE-GLY-NME to 1 kcal/mol/A: 20 GFN2 calls against 211. With crystal symmetry copies, GFN-FF computes the model with the same copies. None: every minimiser step calls the QM engine."

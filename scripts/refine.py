@@ -75,7 +75,9 @@ def main(argv=None):
                                                  if p != paths.log and os.path.exists(p)))
         return paths, work
 
-    return logged_run("qr.refine", argv, prepare)
+    from qrefine.children import sigterm_as_interrupt
+    with sigterm_as_interrupt():  # a batch system's SIGTERM ends the run like Ctrl-C
+        return logged_run("qr.refine", argv, prepare)
 
 
 def show_engines():

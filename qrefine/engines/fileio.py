@@ -25,6 +25,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
 
+from qrefine import children
 from qrefine.engines import EngineFailed, resolve_method
 from qrefine.errors import QRefineError
 
@@ -123,12 +124,14 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
     implemented_properties = ["energy", "free_energy", "forces"]
     program_name = "program"
     stale_outputs = ()
+    timeout = None  # s per job (qm.timeout); the program is killed after it
 
     def __init__(self, method, charge=0, multiplicity=1, workdir=None, env=None):
         self._cleanup_state = {"keep": False}
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="qrefine-%s-" % self.program_name.lower())
             weakref.finalize(self, _remove_tree, workdir, self._cleanup_state)
+            self._own_workdir = True
         else:
             os.makedirs(workdir, exist_ok=True)
         self.workdir = os.path.abspath(workdir)
@@ -208,8 +211,10 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
                        else subprocess.STDOUT)
                 inp = (stack.enter_context(open(self.path(stdin), "rb")) if stdin
                        else subprocess.DEVNULL)
-                rc = subprocess.call(list(argv), cwd=self.workdir, env=env,
-                                     stdin=inp, stdout=out, stderr=err)
+                rc = children.run(list(argv), cwd=self.workdir, env=env,
+                                  stdin=inp, stdout=out, stderr=err, timeout=self.timeout)
+        except children.ChildTimeout as e:
+            raise self.failure("%s %s" % (program, e))
         except OSError as e:
             raise self.failure("could not run %s: %s" % (argv[0], e))
         err_text = read_text(err_path) if err_path else ""
@@ -219,6 +224,12 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
             raise self.failure("%s exited with status %d%s"
                                % (program, rc, ": " + detail if detail else ""))
         return err_text or ""
+
+    def remove_files(self):
+        """Delete the temporary work directory now (a failed attempt's, once
+        its files are kept elsewhere or a retry has replaced it)."""
+        if getattr(self, "_own_workdir", False):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def failure(self, why):
         """EngineFailed naming the program, method and work directory; keeps the files."""

@@ -29,6 +29,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.mopac import MOPAC
 from ase.units import kcal, mol
 
+from qrefine import children
 from qrefine.engines import EngineFailed, EngineUnavailable
 from qrefine.errors import QRefineError
 
@@ -156,6 +157,7 @@ class MopacCalculator(MOPAC):
     """
 
     implemented_properties = ["energy", "forces", "free_energy", "dipole", "magmom"]
+    timeout = None  # s per job (qm.timeout); MOPAC is killed after it
 
     def __init__(self, method="PM7", charge=0, multiplicity=1, workdir=None,
                  command=None, keywords="", scf_keywords="", relscf=DEFAULT_RELSCF,
@@ -166,6 +168,7 @@ class MopacCalculator(MOPAC):
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="qrefine-mopac-")
             weakref.finalize(self, _remove_tree, workdir, self._cleanup_state)
+            self._own_workdir = True
         else:
             os.makedirs(workdir, exist_ok=True)
         self.workdir = os.path.abspath(workdir)
@@ -226,8 +229,10 @@ class MopacCalculator(MOPAC):
             env["OMP_NUM_THREADS"] = str(int(self.nthreads))
         with open(os.path.join(self.directory, self.prefix + ".stdout"), "w") as log:
             try:
-                rc = subprocess.call(command, shell=True, cwd=self.directory,
-                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+                rc = children.run(command, shell=True, cwd=self.directory, stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, timeout=self.timeout)
+            except children.ChildTimeout as e:
+                raise self._failure("'%s' %s" % (command, e))
             except OSError as e:
                 raise self._failure("could not run '%s': %s" % (command, e))
         if rc != 0:
@@ -291,6 +296,12 @@ class MopacCalculator(MOPAC):
             raise self._failure("no gradients in the output")
         if not (np.isfinite(self.results["energy"]) and np.all(np.isfinite(forces))):
             raise self._failure("non-finite energy or gradient")
+
+    def remove_files(self):
+        """Delete the temporary work directory now (a failed attempt's, once
+        its files are kept elsewhere or a retry has replaced it)."""
+        if getattr(self, "_own_workdir", False):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _failure(self, why):
         self._cleanup_state["keep"] = True

@@ -25,6 +25,8 @@ from qrefine.engines import EngineFailed, EngineUnavailable
 from qrefine.errors import QRefineError
 
 NAME = "pyscf"
+# Runs in this process: qm.timeout= is kept by the fragment executor.
+IN_PROCESS = True
 METHODS = ("HF-D3", "HF", "B3LYP-D3", "B3LYP", "PBE0-D3", "PBE0", "PBE-D3", "PBE",
            "TPSS-D3", "TPSS")
 

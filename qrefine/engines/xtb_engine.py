@@ -67,6 +67,9 @@ from qrefine.engines import EngineFailed, EngineUnavailable
 from qrefine.errors import QRefineError
 
 NAME = "xtb"
+# Runs in this process (a library, no program): only ending the process that
+# runs it can stop a call, so qm.timeout= is kept by the fragment executor.
+IN_PROCESS = True
 METHODS = ("GFN2-xTB", "GFN1-xTB", "GFN-FF")
 SOLVENT_MODELS = ("gbsa",)
 

@@ -40,6 +40,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import time
 import traceback
 
 from qrefine.errors import QRefineError
@@ -90,10 +91,7 @@ class _Calculators:
         return notes
 
     def _failed_dir(self, name):
-        # Each fragment its own folder: workers fail at the same time, and
-        # one shared folder would hold the last writer's files.
-        base = self.failed_dir or os.path.abspath("qrefine_failed")
-        return os.path.join(base, name) if name else base
+        return failed_folder(self.failed_dir, name)
 
     @staticmethod
     def _label(name, n_atoms):
@@ -108,6 +106,14 @@ class _Calculators:
         keys = set(keys)
         for k in [k for k in self.sources if k not in keys]:
             del self.sources[k]
+
+
+def failed_folder(failed_dir, name):
+    """Where a failed fragment's input is kept.  Each fragment its own
+    folder: workers fail at the same time, and one shared folder would hold
+    the last writer's files."""
+    base = failed_dir or os.path.abspath("qrefine_failed")
+    return os.path.join(base, name) if name else base
 
 
 class References:
@@ -193,8 +199,24 @@ def _worker(conn, engine, method, options, failed_dir, threads):
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("OMP_STACKSIZE", "1G")
     import qrefine  # noqa: F401  (cctbx before scipy)
+    import signal
+    from qrefine import children
     quiet_worker_logging()
-    calcs = _Calculators(engine, method, options, failed_dir)
+    # Ended by the parent (SIGTERM) or Ctrl-C (SIGINT reaches the whole
+    # process group): the engine program is killed on the way out
+    # (children.run), and the worker leaves quietly, without a traceback.
+
+    def end(signum, frame):
+        raise children.Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, end)
+    try:
+        _serve(conn, _Calculators(engine, method, options, failed_dir))
+    except KeyboardInterrupt:
+        pass
+
+
+def _serve(conn, calcs):
     while True:
         try:
             message = conn.recv()
@@ -226,6 +248,15 @@ class ProcessExecutor:
                  threads=1, progress=None):
         self._ctx = multiprocessing.get_context("spawn")
         self._args = (engine, method, options, failed_dir, threads)
+        self.failed_dir = failed_dir
+        # qm.timeout for engines that run in the worker itself (xtb, PySCF):
+        # a worker silent for longer on a fragment is ended.  Programs
+        # (MOPAC, ...) are timed, killed and retried by the engine.
+        from qrefine import engines
+        timeout = (options or {}).get("timeout")
+        self.call_timeout = (float(timeout) if timeout and
+                             getattr(engines.engine_module(engine), "IN_PROCESS", False)
+                             else None)
         # Workers start at the first call, one per fragment at most: a
         # worker without a fragment is a process (and its engine import)
         # for nothing (nproc=64 on a model of 3 fragments used to start 64).
@@ -308,6 +339,8 @@ class ProcessExecutor:
             per_worker.setdefault(self._owner[key], []).append(i)
         results = [None] * len(jobs)
         outstanding = {}   # worker -> job indices sent and not yet answered
+        heard = {}         # worker -> time of its last message (qm.timeout)
+        timed_out = {}     # worker -> the job index it was ended on
         retried = set()
         errors = []
         done = 0
@@ -315,6 +348,7 @@ class ProcessExecutor:
         def dispatch(w, indices):
             if self._send(w, ("run", [(i, jobs[i]) for i in indices])):
                 outstanding[w] = set(indices)
+                heard[w] = time.time()
             else:
                 errors.append("fragment worker process %d cannot be started" % w)
 
@@ -322,14 +356,33 @@ class ProcessExecutor:
             dispatch(w, indices)
         while outstanding:
             by_conn = {self._conns[w]: w for w in outstanding}
-            for conn in multiprocessing.connection.wait(list(by_conn)):
+            wait = None
+            if self.call_timeout:
+                wait = max(0.0, min(heard[w] for w in outstanding) + self.call_timeout
+                           - time.time())
+            ready = multiprocessing.connection.wait(list(by_conn), timeout=wait)
+            if self.call_timeout:
+                for w in list(outstanding):
+                    if self._conns[w] not in ready and \
+                            time.time() - heard[w] > self.call_timeout:
+                        # Jobs run in the order sent: the first one left is the hung one.
+                        timed_out[w] = min(outstanding[w])
+                        self._procs[w].kill()
+                        self._procs[w].join(timeout=10)
+                        ready.append(self._conns[w])
+            for conn in ready:
                 w = by_conn[conn]
+                heard[w] = time.time()
                 try:
                     message = conn.recv()
                 except (EOFError, OSError):
                     left = sorted(outstanding.pop(w))
                     code = self._procs[w].exitcode
                     self._respawn(w)
+                    hung = timed_out.pop(w, None)
+                    if hung is not None and (w in retried or errors):
+                        errors.append(self._keep_timed_out(jobs[hung]))
+                        continue
                     if not left:
                         continue
                     if w in retried:
@@ -357,6 +410,25 @@ class ProcessExecutor:
             raise QRefineError("fragment calculation failed in a worker: %s" % errors[0])
         return results
 
+    def _keep_timed_out(self, job):
+        """Keep the input of a fragment whose worker was ended by qm.timeout
+        (twice: once more in a fresh worker) and say so in one line."""
+        from ase import Atoms
+        key, symbols, charge, multiplicity, positions, name = job[:6]
+        target = failed_folder(self.failed_dir, name)
+        os.makedirs(target, exist_ok=True)
+        Atoms(symbols=list(symbols), positions=positions).write(
+            os.path.join(target, "failed_geometry.xyz"))
+        engine, method = self._args[0], self._args[1]
+        why = "did not finish in %g s (qm.timeout=%g), twice" % (self.call_timeout,
+                                                                 self.call_timeout)
+        with open(os.path.join(target, "failure.txt"), "w") as f:
+            f.write("engine: %s\nmethod: %s\ncharge: %d\nmultiplicity: %d\npart: %s\n"
+                    "error: %s\n" % (engine, method, charge, multiplicity,
+                                      _Calculators._label(name, len(symbols)), why))
+        return ("%s %s calculation of the %s %s; its input is kept in %s" % (
+            engine, method or "", _Calculators._label(name, len(symbols)), why, target))
+
     def retain(self, keys):
         keys = set(keys)
         for key in [k for k in self._owner if k not in keys]:
@@ -380,15 +452,26 @@ class ProcessExecutor:
         out["retried_fragments"] = self.retried_jobs
         return out
 
-    def close(self):
-        for conn, p in zip(self._conns, self._procs):
+    def close(self, grace=5.0):
+        """End the workers: ask, wait up to ``grace`` s in all, then SIGTERM
+        (a worker still computing, after an interruption, kills its engine
+        program and leaves) and at last SIGKILL."""
+        for conn in self._conns:
             try:
                 conn.send(("close",))
             except (OSError, BrokenPipeError):
                 pass
-            p.join(timeout=10)
+        deadline = time.time() + grace
+        for p in self._procs:
+            p.join(timeout=max(0.0, deadline - time.time()))
+        for p in self._procs:
             if p.is_alive():
                 p.terminate()
+        for p in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
         self._conns, self._procs = [], []
 
     def __del__(self):

@@ -85,6 +85,10 @@ def usable_cores():
         return max(1, os.cpu_count() or 1)
 
 
+def _timed_in_process(module, options):
+    return bool((options or {}).get("timeout")) and getattr(module, "IN_PROCESS", False)
+
+
 class FragmentQMRestraints:
     """Fragment-based QM gradient (and a consistent line-integral value).
 
@@ -146,10 +150,12 @@ class FragmentQMRestraints:
                                         progress=self._progress)
             elif backend != "local":
                 raise QRefineError("backend must be local or dask, got %r" % (backend,))
-            elif int(nproc) > 1 and usable_cores() > 1:
+            elif (int(nproc) > 1 and usable_cores() > 1) or _timed_in_process(module, options):
                 # A worker per core at most: more only wait on each other
-                # (nproc=10000 used to start 10000 processes).
-                workers = min(int(nproc), usable_cores())
+                # (nproc=10000 used to start 10000 processes).  An in-process
+                # engine with qm.timeout gets a worker even with nproc=1: the
+                # worker is what can be ended when a call hangs.
+                workers = max(1, min(int(nproc), usable_cores()))
                 threads = threads or max(1, usable_cores() // workers)
                 executor = ProcessExecutor(engine, self.method, options, failed_dir,
                                            nproc=workers, threads=int(threads),

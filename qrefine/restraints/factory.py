@@ -66,7 +66,21 @@ def engine_options(module, qm_params):
         if name not in accepted:
             raise QRefineError("engine %s does not use qm.%s; remove it" % (module.NAME, name))
         options[name] = value
+    if qm_params.timeout is not None:
+        if not qm_params.timeout > 0:
+            raise QRefineError("qm.timeout=%s must be > 0 s" % qm_params.timeout)
+        options["timeout"] = float(qm_params.timeout)
     return options
+
+
+def check_timeout(module, params, clustering):
+    """qm.timeout with an engine that runs in this process can only be kept
+    by ending a worker process, which only fragments have."""
+    if params.qm.timeout is not None and getattr(module, "IN_PROCESS", False) \
+            and not clustering:
+        raise QRefineError("qm.timeout= with engine %s needs fragments (it runs in this "
+                           "process, and only a fragment worker can be ended): add "
+                           "qm.clustering=true, or remove qm.timeout" % module.NAME)
 
 
 def uses_fragments(params, n_atoms):
@@ -199,6 +213,7 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
                       "the atoms), so the symmetry copies also perturb the model unphysically; "
                       "prefer method=GFN2-xTB for crystal contacts (with qm.low_level=GFN-FF "
                       "for one GFN2 call per macro cycle)")
+    check_timeout(module, params, clustering)
     if clustering:
         environment = None
         if symmetry:

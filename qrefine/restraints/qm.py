@@ -66,6 +66,10 @@ class QMRestraints:
         self.charge = int(charge)
         self.multiplicity = int(multiplicity)
         self.options = dict(options or {})
+        # qm.timeout: seconds per engine call, for engines that run a
+        # program (the program is killed, then retried); in-process engines
+        # are timed by the fragment executor, which can end their worker.
+        self.timeout = self.options.pop("timeout", None)
         self.failed_dir = failed_dir
         self.label = label
         self.symbols = list(symbols)
@@ -87,8 +91,11 @@ class QMRestraints:
         if self.reference_sites is not None and \
                 "reference_positions" in inspect.signature(self.module.make_calculator).parameters:
             options["reference_positions"] = self.reference_sites
-        return self.module.make_calculator(method=self.method, charge=self.charge,
-                                           multiplicity=self.multiplicity, **options)
+        calculator = self.module.make_calculator(method=self.method, charge=self.charge,
+                                                 multiplicity=self.multiplicity, **options)
+        if self.timeout is not None and hasattr(calculator, "timeout"):
+            calculator.timeout = float(self.timeout)
+        return calculator
 
     def value_and_gradient(self, sites_cart):
         sites = np.array(sites_cart, dtype=float).reshape(-1, 3)
@@ -129,11 +136,13 @@ class QMRestraints:
                 self._calculator = None  # a fresh start, never a poisoned wavefunction
                 if extra is None:
                     kept = self._keep_failed_input(atoms, failed, error)
+                    _remove_files(failed)  # kept in failed_dir now
                     raise QRefineError(
                         "%s %s calculation of the %s failed after %d retries (%s); "
                         "its input is kept in %s" % (
                             self.engine, self.method, self.label, attempt - 1,
                             " ".join(str(error).split())[:200], kept))
+                _remove_files(failed)  # a failed attempt's temporary folder
                 self.retries += 1
                 # A retry changes the settings (and may change the energy a
                 # little): say which part, why and how.
@@ -163,6 +172,12 @@ class QMRestraints:
     def timing(self):
         return {"engine_calls": self.calls, "engine_requests": self.requests,
                 "engine_s": round(self.seconds, 3), "engine_retries": self.retries}
+
+
+def _remove_files(calculator):
+    remove = getattr(calculator, "remove_files", None)
+    if remove is not None:
+        remove()
 
 
 class PathValue:
