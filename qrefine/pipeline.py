@@ -7,7 +7,7 @@ import time
 from qrefine import chem_data, model_io, params as params_mod
 from qrefine.errors import QRefineError
 from qrefine.checkpoint import fingerprint
-from qrefine.outputs import write_atomic_bytes, write_json, write_model
+from qrefine.outputs import output_error, write_model
 from qrefine.protocol import run_protocol
 from qrefine.restraints.factory import build_restraints, expands_symmetry
 from qrefine.validation import validate
@@ -215,10 +215,15 @@ def run(params, files, paths, reporter, argv=()):
                                                 symmetry["intercopy_hbonds"]["final"],
                                                 "yes" if symmetry["expanded"] else "no"))
 
+    # Every output is written in full to a hidden name first and renamed at
+    # the end (outputs.StagedFiles), the model files last: a full disk or a
+    # read-only directory leaves no new file, and a model file that is there
+    # comes with its summary.
     t = time.time()
-    notes.extend(write_model(model, paths.pdb, paths.cif))
+    staged = paths.staged
+    notes.extend(write_model(model, paths.pdb, paths.cif, staged=staged))
     if protocol.trials:
-        write_atomic_bytes(paths.weights_plot, plot_weight_search(
+        staged.write(paths.weights_plot, plot_weight_search(
             [t.as_dict() for t in protocol.trials], protocol.chosen_weight,
             title=os.path.basename(model_path)))
     timings["output_s"] = time.time() - t
@@ -239,7 +244,7 @@ def run(params, files, paths, reporter, argv=()):
         "symmetry": symmetry,
         "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
         "notes": notes,
-        "outputs": {"pdb": paths.pdb if os.path.exists(paths.pdb) else None,
+        "outputs": {"pdb": paths.pdb if paths.pdb in staged else None,
                     "cif": paths.cif, "log": paths.log, "summary": paths.summary,
                     "weights_plot": paths.weights_plot if protocol.trials else None},
     }
@@ -247,8 +252,12 @@ def run(params, files, paths, reporter, argv=()):
         reporter.info("note: " + n)
     reporter.info("timings: " + ", ".join("%s %.1f" % (k, v) for k, v in timings.items()
                                           if k.endswith("_s")))
-    write_json(paths.summary, summary)
-    ck.remove()  # the run is complete: nothing left to resume
+    staged.write_json(paths.summary, summary)
+    staged.commit()
+    try:
+        ck.remove()  # the run is complete: nothing left to resume
+    except OSError as e:  # e.g. the directory turned read-only
+        raise output_error(ck.path, e, "remove") from None
     return summary
 
 

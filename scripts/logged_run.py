@@ -5,7 +5,11 @@ returns ``(paths, work)``; ``work(reporter)`` does the job.  The log is written
 beside its final name (``paths.log``) and renamed at the end, so a failed run
 leaves no half-written log.  Bad input (QRefineError) is one line on stderr
 and exit 1; an interruption exits 130; anything else is a bug: one line, exit
-2, and the traceback kept in ``<prefix>_crash.log``.  A run holds a lock on
+2, and the traceback kept in ``<prefix>_crash.log``.  A log or output that
+cannot be written (a full disk, a directory gone read-only) is not a bug but
+the environment: one line naming the file, exit 1.  A run that fails removes
+the outputs it had renamed into place (``paths.staged``), so what is left in
+the directory is either a complete set or none.  A run holds a lock on
 its output prefix (``.<prefix>.log.lock`` in the output directory) from start
 to end, so a second run into the same prefix is refused instead of replacing
 the first one's files.
@@ -40,7 +44,8 @@ def answer_info_request(argv, help_text, master_str, extra=None):
 
 def logged_run(program, argv, prepare):
     from qrefine.errors import QRefineError
-    from qrefine.log import Reporter, header_lines
+    from qrefine.log import header_lines
+    from qrefine.outputs import output_error
     reporter = None
     paths = None
     try:
@@ -50,12 +55,15 @@ def logged_run(program, argv, prepare):
         try:  # released before the handlers below tidy the directory
             partial_log = os.path.join(paths.directory,
                                        "." + os.path.basename(paths.log) + ".partial")
-            reporter = Reporter(log_path=partial_log)
+            reporter = _log_reporter(partial_log, paths.log)
             for line in header_lines(program, argv):
                 reporter.info(line)
             work(reporter)
             reporter.close()
-            os.replace(partial_log, paths.log)
+            try:
+                os.replace(partial_log, paths.log)
+            except OSError as e:
+                raise output_error(paths.log, e) from None
         finally:
             _unlock(lock)
         return 0
@@ -75,6 +83,42 @@ def logged_run(program, argv, prepare):
         return 2
 
 
+def _log_reporter(partial_log, final_log):
+    """A Reporter writing ``partial_log`` whose failed writes (a full disk)
+    end as one line naming the log, not as an internal error."""
+    from qrefine.log import Reporter
+    from qrefine.outputs import output_error
+
+    class LogFile:
+        def __init__(self, f):
+            self._f = f
+
+        def _call(self, name, *args):
+            try:
+                return getattr(self._f, name)(*args)
+            except OSError as e:
+                raise output_error(final_log, e) from None
+
+        def write(self, text):
+            return self._call("write", text)
+
+        def flush(self):
+            return self._call("flush")
+
+        def close(self):
+            return self._call("close")
+
+    class LogReporter(Reporter):
+        def __init__(self):
+            try:
+                super().__init__(log_path=partial_log)
+            except OSError as e:
+                raise output_error(final_log, e) from None
+            self._log = LogFile(self._log)
+
+    return LogReporter()
+
+
 def _lock_prefix(paths):
     """An exclusive lock on the run's output prefix, or a one-line error.
 
@@ -83,9 +127,13 @@ def _lock_prefix(paths):
     checks that the path still names the file it locked, and else tries
     again."""
     from qrefine.errors import QRefineError
+    from qrefine.outputs import output_error
     path = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".lock")
     for _ in range(10):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only or full file system
+            raise output_error(path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -115,26 +163,49 @@ def _unlock(lock):
 
 
 def _keep_crash_log(reporter, paths):
-    """Append the traceback to the partial log and keep it as <prefix>_crash.log."""
+    """Append the traceback to the partial log and keep it as <prefix>_crash.log.
+    The run's outputs are rolled back; on a full disk no crash log is kept."""
+    _roll_back(paths)
     if reporter is None or not reporter.log_path or paths is None:
         return None
-    reporter.quiet = True
-    reporter.info(traceback.format_exc())
+    from qrefine.errors import QRefineError
     partial = reporter.log_path
-    reporter.close()
     crash_log = paths.log[:-len(".log")] + "_crash.log"
-    os.replace(partial, crash_log)
+    try:
+        reporter.quiet = True
+        reporter.info(traceback.format_exc())
+        reporter.close()
+        os.replace(partial, crash_log)
+    except (OSError, QRefineError):  # the traceback has nowhere to go
+        _abandon(reporter)
+        return None
     return crash_log
 
 
+def _roll_back(paths):
+    staged = getattr(paths, "staged", None)
+    if staged is not None:
+        staged.roll_back()
+
+
 def _abandon(reporter, paths=None):
-    """Close and delete the partial log; outputs already renamed stay complete.
-    An output directory this run created is removed again if it is empty."""
+    """Close and delete the partial log, and remove the outputs this run
+    renamed into place (a failed run leaves none).  An output directory this
+    run created is removed again if it is empty.  On a directory gone
+    read-only, what cannot be removed stays."""
+    from qrefine.errors import QRefineError
     if reporter is not None:
         path = reporter.log_path
-        reporter.close()
-        if path and os.path.exists(path):
-            os.unlink(path)
+        try:
+            reporter.close()
+        except (OSError, QRefineError):  # its last lines did not fit on the disk
+            pass
+        try:
+            if path and os.path.exists(path):
+                os.unlink(path)
+        except OSError:
+            pass
+    _roll_back(paths)
     if paths is not None and getattr(paths, "created_directory", False):
         try:
             os.rmdir(paths.directory)
