@@ -14,6 +14,7 @@ import mmtbx.model
 from libtbx.utils import Sorry, null_out
 
 from qrefine.errors import QRefineError
+from qrefine.outputs import coordinates_beyond_pdb
 
 
 def check_readable(path, what):
@@ -59,6 +60,7 @@ def read_model(path, restraint_cifs=(), use_neutron_distances=False,
         bad = [a for a in pdb_inp.atoms() if not all(math.isfinite(c) for c in a.xyz)]
         raise QRefineError("model file %s has non-finite coordinates (first: %s); "
                            "fix or remove those atoms" % (path, bad[0].id_str().strip()))
+    _check_pdb_range(path, pdb_inp.atoms())
     objects = read_restraint_cifs(restraint_cifs)
     try:
         model = mmtbx.model.manager(model_input=pdb_inp, restraint_objects=objects or None,
@@ -70,6 +72,29 @@ def read_model(path, restraint_cifs=(), use_neutron_distances=False,
     if make_restraints:
         process(model, path, use_neutron_distances, ramachandran_restraints)
     return model
+
+
+def _check_pdb_range(path, atoms):
+    """Refuse coordinates beyond PDB's 8.3f columns (-999.999 to 9999.999).
+
+    mmtbx.model.manager copies a model through PDB text, so an mmCIF model
+    with such coordinates would be cut to fewer decimals without a word
+    (10000.1234 becomes 10000.12) or, from 1e7 on, fail with an internal
+    error.  No real structure lies that far out: it is a broken file or a
+    model placed far off the origin.  (A model that only ends up out of range
+    is written as mmCIF only: qrefine.outputs.write_model.)
+    """
+    beyond = coordinates_beyond_pdb(atoms)
+    if beyond:
+        raise QRefineError("model file %s: coordinates beyond -999.999..9999.999 A, the range "
+                           "of the PDB format that cctbx uses internally, in %s; fix those "
+                           "coordinates or move the model nearer the origin" % (path, beyond))
+
+
+def all_occupancies_zero(model):
+    """True when no atom has an occupancy above 0 (nothing to fit to data)."""
+    occ = model.get_hierarchy().atoms().extract_occ()
+    return occ.size() > 0 and max(occ) <= 0
 
 
 def process(model, path, use_neutron_distances=False, ramachandran_restraints=False):

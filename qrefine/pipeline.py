@@ -119,6 +119,14 @@ def run(params, files, paths, reporter, argv=()):
     model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
                                 use_neutron_distances=params.use_neutron_distances,
                                 ramachandran_restraints=rama)
+    if model_io.all_occupancies_zero(model):
+        # cctbx's scaling divides by the model's scattering (exit 2 on
+        # "Zero denominator"), and a map fit goes nowhere with CC 0.
+        if data_path is not None:
+            raise QRefineError("model file %s: all %d atoms have occupancy 0, so the model "
+                               "explains none of %s; set the occupancies (e.g. to 1.00) and "
+                               "rerun" % (model_path, model.get_number_of_atoms(), data_path))
+        notes.append("all atoms have occupancy 0 (left as they are: only data need them)")
     if rama:
         notes.append("cctbx Ramachandran restraints on (ramachandran_restraints=false "
                      "switches them off)")
