@@ -171,6 +171,11 @@ parallel {
     .type = str
     .help = "backend=dask: address of the Dask scheduler (tcp://host:8786) or its scheduler file (.json); start scheduler and workers with dask scheduler/dask worker, or dask-jobqueue on SLURM/PBS/SGE."
 }
+map {
+  target = *cctbx cc inner_product relative_entropy
+    .type = choice
+    .help = "Map data term: cctbx (the map interpolated at the atoms, as phenix.real_space_refine), or a seed-004 score between the map and a Gaussian model density of the non-H atoms (sigma = resolution / (pi sqrt 2)): cc (correlation), inner_product, or relative_entropy (smooth and long-ranged: fewer barriers for distorted models)."
+}
 reflections {
   labels = None
     .type = str

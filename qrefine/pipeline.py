@@ -67,6 +67,12 @@ def build_data_target(model, data_path, data_kind, params):
         from qrefine.data.maps import read_map
         from qrefine.data.real_space import RealSpaceTarget
         map_data = read_map(data_path)  # the target checks the model lies in the map
+        if params.map.target != "cctbx":
+            from qrefine.data.density import DensityTarget
+            target = DensityTarget(model, map_data, params.resolution, score=params.map.target)
+            return target, ["map target: %s between the map and a Gaussian model density "
+                            "(non-H atoms, sigma %.2f A; seed 004)" % (params.map.target,
+                                                                       target.sigma)]
         return RealSpaceTarget(model, map_data, params.resolution), []
     from qrefine.data.reflections import read_reflections
     from qrefine.data.reciprocal_space import ReciprocalSpaceTarget, choose_target
