@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from common import central_difference
 from qrefine.errors import QRefineError
 
 SCORES = ("inner_product", "cc", "relative_entropy")
@@ -37,14 +38,8 @@ def test_gradient_matches_finite_differences(em, score):
     value, grad = t.value_and_gradient(x)
     heavy = np.nonzero(t.use_atom)[0]
     atoms = heavy[rng.choice(len(heavy), 6, replace=False)]
-    h = 1e-4
-    fd = np.zeros((len(atoms), 3))
-    for a, i in enumerate(atoms):
-        for k in range(3):
-            xp, xm = x.copy(), x.copy()
-            xp[i, k] += h
-            xm[i, k] -= h
-            fd[a, k] = (t.value_and_gradient(xp)[0] - t.value_and_gradient(xm)[0]) / (2 * h)
+    fd = central_difference(lambda y: t.value_and_gradient(y)[0], x,
+                            [(i, k) for i in atoms for k in range(3)]).reshape(-1, 3)
     scale = np.abs(fd).max()
     assert scale > 0
     assert np.abs(fd - grad[atoms]).max() < 1e-4 * scale + 1e-12, (fd, grad[atoms])
