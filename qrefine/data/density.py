@@ -88,16 +88,17 @@ class DensityTarget(RealSpaceTarget):
             raise ValueError("expected sites of shape (%d, 3), got %s"
                              % (self.n_atoms, sites.shape))
         box = self.map_data.box_frame(sites[self.use_atom])
-        model = self._spread(box)
-        score, weights = self._score(model)
+        # One pass builds the stencils; the spread and the gradient share them.
+        stencils = list(self._stencils(box))
+        score, weights = self._score(self._spread(stencils))
         grad = np.zeros_like(sites)
-        grad[self.use_atom] = -self._gradient(box, weights)
+        grad[self.use_atom] = -self._gradient(len(box), stencils, weights)
         return -score, grad
 
     def model_density(self, sites_cart):
         """rho_s on the map grid (box shape), for reports and tests."""
         box = self.map_data.box_frame(np.asarray(sites_cart, dtype=float)[self.use_atom])
-        return self._spread(box).reshape(self._shape)
+        return self._spread(self._stencils(box)).reshape(self._shape)
 
     # -- helpers ------------------------------------------------------------
 
@@ -117,9 +118,9 @@ class DensityTarget(RealSpaceTarget):
             flat = np.ravel_multi_index(tuple(idx[keep].T), self._shape)
             yield atom, flat, d[keep], np.exp(-0.5 * r2[keep] / self.sigma ** 2)
 
-    def _spread(self, box):
+    def _spread(self, stencils):
         model = np.zeros(int(np.prod(self._shape)))
-        for _, flat, _, g in self._stencils(box):
+        for _, flat, _, g in stencils:
             model += np.bincount(flat, weights=g, minlength=model.size)
         return model
 
@@ -140,11 +141,11 @@ class DensityTarget(RealSpaceTarget):
         score = float(self._rho @ np.log(p / total))
         return score, self._rho / p - 1.0 / total  # sum(r) = 1
 
-    def _gradient(self, box, weights):
+    def _gradient(self, n_atoms, stencils, weights):
         """dS/dx_a = sum_v w(v) g_av (v - x_a) / sigma^2, per atom."""
-        grad = np.zeros_like(box)
-        for atom, flat, d, g in self._stencils(box):
+        grad = np.zeros((n_atoms, 3))
+        for atom, flat, d, g in stencils:
             contrib = (weights[flat] * g)[:, None] * d / self.sigma ** 2
             for k in range(3):
-                grad[:, k] += np.bincount(atom, weights=contrib[:, k], minlength=len(box))
+                grad[:, k] += np.bincount(atom, weights=contrib[:, k], minlength=n_atoms)
         return grad
