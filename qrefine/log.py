@@ -12,11 +12,14 @@ import sys
 
 
 class Reporter:
-    def __init__(self, stream=None, log_path=None, quiet=False):
+    def __init__(self, stream=None, log_path=None, quiet=False, log_name=None):
+        """``log_name``: the log's name in errors (a run writes its log under a
+        hidden name and renames it at the end)."""
         self.stream = stream if stream is not None else sys.stdout
         self.quiet = quiet
         self.log_path = log_path
-        self._log = open(log_path, "w") if log_path else None
+        self.log_name = log_name or log_path
+        self._log = self._log_call(open, log_path, "w") if log_path else None
         self._progress_shown = False
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         # A run's reporter also shows the library's warnings (a QM retry,
@@ -32,11 +35,20 @@ class Reporter:
             if not self.quiet:
                 self.stream.write(line + "\n")
             if self._log:
-                self._log.write(line + "\n")
+                self._log_call(self._log.write, line + "\n")
         if not self.quiet:
             self.stream.flush()
         if self._log:
-            self._log.flush()
+            self._log_call(self._log.flush)
+
+    def _log_call(self, fn, *args):
+        """A write to the log; a full disk or a read-only directory is one
+        line naming the log (bad input, exit 1), not an internal error."""
+        try:
+            return fn(*args)
+        except OSError as e:
+            from qrefine.outputs import output_error
+            raise output_error(self.log_name, e) from None
 
     def progress(self, text):
         """A transient status line: rewritten in place on a terminal, not logged."""
@@ -58,8 +70,8 @@ class Reporter:
             self._handler = None
         self.end_progress()
         if self._log:
-            self._log.close()
-            self._log = None
+            log, self._log = self._log, None
+            self._log_call(log.close)
 
 
 class _ReporterHandler(logging.Handler):

@@ -44,7 +44,7 @@ def answer_info_request(argv, help_text, master_str, extra=None):
 
 def logged_run(program, argv, prepare):
     from qrefine.errors import QRefineError
-    from qrefine.log import header_lines
+    from qrefine.log import Reporter, header_lines
     from qrefine.outputs import output_error
     reporter = None
     paths = None
@@ -55,7 +55,7 @@ def logged_run(program, argv, prepare):
         try:  # released before the handlers below tidy the directory
             partial_log = os.path.join(paths.directory,
                                        "." + os.path.basename(paths.log) + ".partial")
-            reporter = _log_reporter(partial_log, paths.log)
+            reporter = Reporter(log_path=partial_log, log_name=paths.log)
             for line in header_lines(program, argv):
                 reporter.info(line)
             work(reporter)
@@ -81,42 +81,6 @@ def logged_run(program, argv, prepare):
             program, type(e).__name__, " ".join(str(e).split())[:300],
             "; traceback in %s" % crash_log if crash_log else ""))
         return 2
-
-
-def _log_reporter(partial_log, final_log):
-    """A Reporter writing ``partial_log`` whose failed writes (a full disk)
-    end as one line naming the log, not as an internal error."""
-    from qrefine.log import Reporter
-    from qrefine.outputs import output_error
-
-    class LogFile:
-        def __init__(self, f):
-            self._f = f
-
-        def _call(self, name, *args):
-            try:
-                return getattr(self._f, name)(*args)
-            except OSError as e:
-                raise output_error(final_log, e) from None
-
-        def write(self, text):
-            return self._call("write", text)
-
-        def flush(self):
-            return self._call("flush")
-
-        def close(self):
-            return self._call("close")
-
-    class LogReporter(Reporter):
-        def __init__(self):
-            try:
-                super().__init__(log_path=partial_log)
-            except OSError as e:
-                raise output_error(final_log, e) from None
-            self._log = LogFile(self._log)
-
-    return LogReporter()
 
 
 def _lock_prefix(paths):
