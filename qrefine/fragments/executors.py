@@ -414,20 +414,17 @@ class ProcessExecutor:
         """Keep the input of a fragment whose worker was ended by qm.timeout
         (twice: once more in a fresh worker) and say so in one line."""
         from ase import Atoms
+        from qrefine.restraints.qm import keep_failed_input
         key, symbols, charge, multiplicity, positions, name = job[:6]
-        target = failed_folder(self.failed_dir, name)
-        os.makedirs(target, exist_ok=True)
-        Atoms(symbols=list(symbols), positions=positions).write(
-            os.path.join(target, "failed_geometry.xyz"))
         engine, method = self._args[0], self._args[1]
+        label = _Calculators._label(name, len(symbols))
         why = "did not finish in %g s (qm.timeout=%g), twice" % (self.call_timeout,
                                                                  self.call_timeout)
-        with open(os.path.join(target, "failure.txt"), "w") as f:
-            f.write("engine: %s\nmethod: %s\ncharge: %d\nmultiplicity: %d\npart: %s\n"
-                    "error: %s\n" % (engine, method, charge, multiplicity,
-                                      _Calculators._label(name, len(symbols)), why))
-        return ("%s %s calculation of the %s %s; its input is kept in %s" % (
-            engine, method or "", _Calculators._label(name, len(symbols)), why, target))
+        target = keep_failed_input(failed_folder(self.failed_dir, name),
+                                   Atoms(symbols=list(symbols), positions=positions),
+                                   engine, method, charge, multiplicity, label, why)
+        return "%s %s calculation of the %s %s; its input is kept in %s" % (
+            engine, method or "", label, why, target)
 
     def retain(self, keys):
         keys = set(keys)

@@ -157,21 +157,28 @@ class QMRestraints:
 
     def _keep_failed_input(self, atoms, calculator, error):
         """Copy the failed calculation's files (or at least its geometry)."""
-        target = self.failed_dir or os.path.abspath("qrefine_failed")
-        os.makedirs(target, exist_ok=True)
-        atoms.write(os.path.join(target, "failed_geometry.xyz"))
-        with open(os.path.join(target, "failure.txt"), "w") as f:
-            f.write("engine: %s\nmethod: %s\ncharge: %d\nmultiplicity: %d\n"
-                    "part: %s\nerror: %s\n" % (self.engine, self.method, self.charge,
-                                                self.multiplicity, self.label, error))
-        workdir = getattr(calculator, "directory", None)
-        if workdir and os.path.isdir(workdir) and os.path.abspath(workdir) != os.getcwd():
-            shutil.copytree(workdir, os.path.join(target, "engine_files"), dirs_exist_ok=True)
-        return target
+        return keep_failed_input(self.failed_dir or os.path.abspath("qrefine_failed"), atoms,
+                                 self.engine, self.method, self.charge, self.multiplicity,
+                                 self.label, error, getattr(calculator, "directory", None))
 
     def timing(self):
         return {"engine_calls": self.calls, "engine_requests": self.requests,
                 "engine_s": round(self.seconds, 3), "engine_retries": self.retries}
+
+
+def keep_failed_input(target, atoms, engine, method, charge, multiplicity, label, error,
+                      workdir=None):
+    """Write a failed calculation's geometry, a failure.txt saying what
+    failed and why, and the engine's files (``workdir``) into ``target``;
+    return ``target``."""
+    os.makedirs(target, exist_ok=True)
+    atoms.write(os.path.join(target, "failed_geometry.xyz"))
+    with open(os.path.join(target, "failure.txt"), "w") as f:
+        f.write("engine: %s\nmethod: %s\ncharge: %d\nmultiplicity: %d\n"
+                "part: %s\nerror: %s\n" % (engine, method, charge, multiplicity, label, error))
+    if workdir and os.path.isdir(workdir) and os.path.abspath(workdir) != os.getcwd():
+        shutil.copytree(workdir, os.path.join(target, "engine_files"), dirs_exist_ok=True)
+    return target
 
 
 def _remove_files(calculator):
