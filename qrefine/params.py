@@ -108,6 +108,24 @@ weights {
   extend_below = 2
     .type = int
     .help = "When the lowest trial weight fits the data best (lowest R-free, or best CC_mask), try up to this many lower weights (each grid_factor lower) while that stays so; 0: never. 5bmi at 2.5 A (GFN-FF): R-free 0.307 at the lowest grid weight, 0.278 at a quarter of it."
+  protocol = *search adaptive
+    .type = choice
+    .help = "search: monotonic trials of fixed weights, then a final refinement at the chosen one. adaptive (maps): seed 004's adaptive force scaling: the weight k starts low and changes after every short minimisation step, divided by (1 + alpha) when the similarity's moving average rose and multiplied by (1 + 2 alpha) when it fell; it stops when a validation gate fails (the step is undone) or when the restraint forces grow past weights.adaptive_max_force times their first value."
+  adaptive_alpha = 0.2
+    .type = float
+    .help = "protocol=adaptive: alpha of the force scaling (seed 004: N_fit dt / tau, one minimisation step here)."
+  adaptive_smoothing = 0.5
+    .type = float
+    .help = "protocol=adaptive: weight of the past in the similarity's exponential moving average (0: no averaging)."
+  adaptive_steps = 30
+    .type = int
+    .help = "protocol=adaptive: most force-scaling steps."
+  adaptive_iterations = 10
+    .type = int
+    .help = "protocol=adaptive: L-BFGS iterations of one step (seed 004 applies the density forces every N_fit = 10 MD steps)."
+  adaptive_max_force = 10.0
+    .type = float
+    .help = "protocol=adaptive: stop when the largest per-atom restraint force exceeds this multiple of its value after the first step (the seed stops when forces grow too large for the time step)."
 }
 qm {
   clustering = None
@@ -128,6 +146,9 @@ qm {
   density_fit = None
     .type = bool
     .help = "pyscf: density fitting (RI) of the Coulomb and exchange integrals; HF-D3/6-31G gradients of a capped dipeptide 4x faster, within 3e-3 eV/A of the exact ones. None: exact integrals."
+  linear_scaling = False
+    .type = bool
+    .help = "engine=mopac: MOPAC's linear-scaling MOZYME SCF (localised molecular orbitals) for whole-protein PM7; see the README's engine notes for its accuracy and speed against conventional PM7."
   timeout = None
     .type = float
     .help = "Seconds one engine call may take. A program (MOPAC, ORCA, ...) that runs longer is killed with everything it started and retried with the engine's safer settings; an in-process engine (xtb, PySCF; fragments only) has its worker process ended and the fragment run once more in a fresh one. If it fails again, the error names the fragment and its input is kept in <prefix>_failed/. None: no limit."
