@@ -72,7 +72,7 @@ def build_data_target(model, data_path, data_kind, params):
             target = DensityTarget(model, map_data, params.resolution, score=params.map.target)
             return target, ["map target: %s between the map and a Gaussian model density "
                             "(non-H atoms, sigma %.2f A; seed 004)" % (params.map.target,
-                                                                       target.sigma)]
+                                                                       target.gaussian.sigma)]
         return RealSpaceTarget(model, map_data, params.resolution), []
     from qrefine.data.reflections import read_reflections
     from qrefine.data.reciprocal_space import ReciprocalSpaceTarget, choose_target

@@ -39,7 +39,7 @@ def _format_metrics(m):
     for key, fmt in (("bond_rmsd", "bond %.4f"), ("angle_rmsd", "angle %.2f"),
                      ("rama_favored", "fav %.1f"), ("rama_outliers", "out %.1f"),
                      ("rotamer_outliers", "rota %.1f"), ("cbeta_deviations", "cb %d"),
-                     ("clashscore", "clash %.1f"), ("cc_mask", "cc %.4f"),
+                     ("clashscore", "clash %.1f"), ("cc_mask", "cc %.4f"), ("fsc_avg", "fsc %.4f"),
                      ("r_work", "Rw %.4f"), ("r_free", "Rf %.4f")):
         if m.get(key) is not None:
             parts.append(fmt % m[key])

@@ -54,7 +54,7 @@ def test_model_density_holds_one_gaussian_per_heavy_atom(em):
     t = target(em, "cc")
     rho_s = t.model_density(np.array(model.get_sites_cart()))
     voxel = md.crystal_symmetry.unit_cell().volume() / np.prod(rho_s.shape)
-    per_atom = (2 * math.pi * t.sigma ** 2) ** 1.5 / voxel
+    per_atom = (2 * math.pi * t.gaussian.sigma ** 2) ** 1.5 / voxel
     ratio = rho_s.sum() / (t.use_atom.sum() * per_atom)
     assert 0.97 < ratio <= 1.001, ratio
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("test_data")
 KEYS = ["bond_rmsd", "angle_rmsd", "rama_favored", "rama_allowed", "rama_outliers",
         "rama_z_whole", "rama_z_helix", "rama_z_sheet", "rama_z_loop",
         "rotamer_outliers", "cbeta_deviations", "clashscore", "hbonds", "cc_mask",
-        "r_work", "r_free", "notes"]
+        "fsc_avg", "r_work", "r_free", "notes"]
 
 
 def _read(structures, rel, **kwargs):

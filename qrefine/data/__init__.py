@@ -9,6 +9,6 @@ the refinement target never needs to know which kind it holds:
 ``update(sites_cart) -> None``
     re-fit nuisance parameters (scales, bulk solvent) between macro cycles.
 ``statistics(sites_cart) -> dict``
-    fit statistics for the validation report: ``{"cc_mask": x}`` for maps,
+    fit statistics for the validation report: ``{"cc_mask": x, "fsc_avg": f}`` for maps,
     ``{"r_work": x, "r_free": y}`` for reflections.
 """

@@ -1,14 +1,8 @@
 """Density-guided map targets (seed 004, Blau, Yvonnesdotter and Lindahl):
 a similarity S between a Gaussian model density and the map.
 
-The model density is the atoms spread as Gaussians on the map's grid::
-
-    rho_s(v) = sum_a exp(-|v - x_a|^2 / (2 sigma^2)),   sigma = d / (pi sqrt 2)
-
-with amplitude 1 for every non-H atom (H left out), values at the grid
-points, each atom spread only within ``CUTOFF_SIGMAS`` sigma of it (so the
-cost grows with the atoms, not with voxels x atoms).  ``sigma`` from the
-resolution ``d`` is the width UCSF Chimera's molmap uses.
+The model density rho_s is the non-H atoms spread as Gaussians on the map's
+grid (:mod:`qrefine.data.gaussian`; H left out, sigma = d / (pi sqrt 2)).
 
 Scores (the target is -S, minimised):
 
@@ -34,14 +28,7 @@ from qrefine.data.real_space import RealSpaceTarget
 from qrefine.errors import QRefineError
 
 SCORES = ("inner_product", "cc", "relative_entropy")
-CUTOFF_SIGMAS = 4.0   # exp(-8) = 3e-4 of the peak is left out
 EPSILON = 1e-3        # relative entropy: floor of the model density
-_CHUNK = 4096         # atoms spread at a time (memory: chunk x stencil voxels)
-
-
-def gaussian_sigma(resolution):
-    """Width in A of an atom's Gaussian at map resolution ``resolution``."""
-    return float(resolution) / (math.pi * math.sqrt(2.0))
 
 
 class DensityTarget(RealSpaceTarget):
@@ -53,9 +40,7 @@ class DensityTarget(RealSpaceTarget):
                                % (score, ", ".join(SCORES)))
         RealSpaceTarget.__init__(self, model, map_data, resolution)
         self.score = score
-        self.sigma = gaussian_sigma(resolution)
         rho = self.map_data.map_data.as_numpy_array().astype(float)
-        self._shape = rho.shape
         if score == "inner_product":
             self._rho = ((rho - rho.mean()) / rho.std()).ravel()
         elif score == "cc":
@@ -67,18 +52,6 @@ class DensityTarget(RealSpaceTarget):
                 raise QRefineError("map file %s has no positive density for the relative "
                                    "entropy score" % map_data.path)
             self._rho = (r / r.sum()).ravel()
-        cell = self.map_data.crystal_symmetry.unit_cell()
-        n = np.array(self._shape, dtype=float)
-        orth = np.array(cell.orthogonalization_matrix()).reshape(3, 3)
-        frac = np.array(cell.fractionalization_matrix()).reshape(3, 3)
-        self._grid_to_cart = orth / n[None, :]   # grid index -> box-frame Cartesian
-        self._cart_to_grid = frac * n[:, None]
-        # The stencil: every grid offset within the cutoff of some point of
-        # the atom's own grid cell, whatever the cell's shape.
-        reach = CUTOFF_SIGMAS * self.sigma
-        half = np.ceil(reach * np.sqrt((self._cart_to_grid ** 2).sum(axis=1))).astype(int) + 1
-        axes = [np.arange(-h, h + 2) for h in half]
-        self._offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
     # -- DataTarget ---------------------------------------------------------
 
@@ -89,40 +62,13 @@ class DensityTarget(RealSpaceTarget):
                              % (self.n_atoms, sites.shape))
         box = self.map_data.box_frame(sites[self.use_atom])
         # One pass builds the stencils; the spread and the gradient share them.
-        stencils = list(self._stencils(box))
-        score, weights = self._score(self._spread(stencils))
+        stencils = list(self.gaussian.stencils(box))
+        score, weights = self._score(self.gaussian.spread(stencils))
         grad = np.zeros_like(sites)
-        grad[self.use_atom] = -self._gradient(len(box), stencils, weights)
+        grad[self.use_atom] = -self.gaussian.gradient(len(box), stencils, weights)
         return -score, grad
 
-    def model_density(self, sites_cart):
-        """rho_s on the map grid (box shape), for reports and tests."""
-        box = self.map_data.box_frame(np.asarray(sites_cart, dtype=float)[self.use_atom])
-        return self._spread(self._stencils(box)).reshape(self._shape)
-
     # -- helpers ------------------------------------------------------------
-
-    def _stencils(self, box):
-        """Per chunk of atoms: (atom index, flat voxel index, voxel - atom
-        vector, Gaussian value), voxels outside the box or the cutoff dropped."""
-        n = np.array(self._shape)
-        for start in range(0, len(box), _CHUNK):
-            x = box[start:start + _CHUNK]
-            base = np.floor(x @ self._cart_to_grid.T).astype(int)
-            idx = base[:, None, :] + self._offsets[None, :, :]
-            d = idx @ self._grid_to_cart.T - x[:, None, :]
-            r2 = (d ** 2).sum(axis=-1)
-            keep = (r2 <= (CUTOFF_SIGMAS * self.sigma) ** 2) & \
-                np.all((idx >= 0) & (idx < n), axis=-1)
-            atom = np.nonzero(keep)[0] + start
-            flat = np.ravel_multi_index(tuple(idx[keep].T), self._shape)
-            yield atom, flat, d[keep], np.exp(-0.5 * r2[keep] / self.sigma ** 2)
-
-    def _spread(self, stencils):
-        model = np.zeros(int(np.prod(self._shape)))
-        for _, flat, _, g in stencils:
-            model += np.bincount(flat, weights=g, minlength=model.size)
-        return model
 
     def _score(self, model):
         """(S, dS/d rho_s per voxel)."""
@@ -140,12 +86,3 @@ class DensityTarget(RealSpaceTarget):
         total = float(p.sum())
         score = float(self._rho @ np.log(p / total))
         return score, self._rho / p - 1.0 / total  # sum(r) = 1
-
-    def _gradient(self, n_atoms, stencils, weights):
-        """dS/dx_a = sum_v w(v) g_av (v - x_a) / sigma^2, per atom."""
-        grad = np.zeros((n_atoms, 3))
-        for atom, flat, d, g in stencils:
-            contrib = (weights[flat] * g)[:, None] * d / self.sigma ** 2
-            for k in range(3):
-                grad[:, k] += np.bincount(atom, weights=contrib[:, k], minlength=n_atoms)
-        return grad

@@ -32,6 +32,8 @@ Decisions (why):
 import numpy as np
 from scipy import ndimage
 
+from qrefine.data.fsc import fsc_average
+from qrefine.data.gaussian import GaussianDensity
 from qrefine.data.maps import check_model_in_map
 from qrefine.errors import QRefineError
 from qrefine.model_io import hydrogen_mask
@@ -72,6 +74,9 @@ class RealSpaceTarget:
         self.n_atoms = model.get_number_of_atoms()
         self.use_atom = ~hydrogen_mask(model)
         self._setup_map()
+        # The Gaussian model density of the non-H atoms: the FSC statistic of
+        # every map run, and the model of the density scores.
+        self.gaussian = GaussianDensity.for_map(map_data, resolution)
         # Scatterers for CC_mask, put in the box's P1 cell: five_cc builds the
         # model map on the map's grid from the structure's cell.
         from cctbx import xray
@@ -136,8 +141,14 @@ class RealSpaceTarget:
     def update(self, sites_cart):
         """Nothing to re-fit: the map is fixed and has no scale to refine."""
 
+    def model_density(self, sites_cart):
+        """The Gaussian model density of the non-H atoms on the map's grid."""
+        box = self.map_data.box_frame(np.asarray(sites_cart, dtype=float)[self.use_atom])
+        return self.gaussian.density(box)
+
     def statistics(self, sites_cart):
-        """CC_mask (mmtbx five_cc) of the whole model (H included) at ``resolution``."""
+        """CC_mask (mmtbx five_cc) of the whole model (H included) and the
+        unweighted map-model FSC average (seed 004's monitor) at ``resolution``."""
         from mmtbx.maps.correlation import five_cc
         from scitbx.array_family import flex
         box = np.ascontiguousarray(self.map_data.box_frame(sites_cart), dtype=float)
@@ -146,4 +157,8 @@ class RealSpaceTarget:
         cc = five_cc(map=self.map_data.map_data, xray_structure=xrs,
                      d_min=self.resolution, compute_cc_mask=True,
                      compute_cc_volume=False, compute_cc_peaks=False).result.cc_mask
-        return {"cc_mask": float(cc)}
+        fsc = fsc_average(self.map_data.map_data.as_numpy_array(),
+                          self.model_density(sites_cart),
+                          self.map_data.crystal_symmetry.unit_cell().fractionalization_matrix(),
+                          self.resolution)
+        return {"cc_mask": float(cc), "fsc_avg": fsc}

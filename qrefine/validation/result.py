@@ -8,7 +8,7 @@ from typing import List, Optional
 FIELDS = ("bond_rmsd", "angle_rmsd", "rama_favored", "rama_allowed", "rama_outliers",
           "rama_z_whole", "rama_z_helix", "rama_z_sheet", "rama_z_loop",
           "rotamer_outliers", "cbeta_deviations", "clashscore", "hbonds",
-          "cc_mask", "r_work", "r_free", "notes")
+          "cc_mask", "fsc_avg", "r_work", "r_free", "notes")
 
 _INT_FIELDS = ("cbeta_deviations", "hbonds")
 
@@ -30,10 +30,11 @@ _ROWS = (
     ("clashscore", "Clashscore", "%.2f"),
     ("hbonds", "Backbone H-bonds", "%d"),
     ("cc_mask", "CC_mask", "%.4f"),
+    ("fsc_avg", "FSC average (model density)", "%.4f"),
     ("r_work", "R_work", "%.4f"),
     ("r_free", "R_free", "%.4f"),
 )
-_DATA_FIELDS = ("cc_mask", "r_work", "r_free")
+_DATA_FIELDS = ("cc_mask", "fsc_avg", "r_work", "r_free")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ValidationResult:
     clashscore: Optional[float] = None
     hbonds: Optional[int] = None
     cc_mask: Optional[float] = None
+    fsc_avg: Optional[float] = None
     r_work: Optional[float] = None
     r_free: Optional[float] = None
     notes: List[str] = field(default_factory=list)

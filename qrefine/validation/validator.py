@@ -26,13 +26,13 @@ from qrefine.errors import QRefineError
 from qrefine.validation.hbonds import count_backbone_hbonds
 from qrefine.validation.result import ValidationResult
 
-DATA_KEYS = ("cc_mask", "r_work", "r_free")
+DATA_KEYS = ("cc_mask", "fsc_avg", "r_work", "r_free")
 
 
 def validate(model, data_statistics=None, clashscore=True):
     """Validate an ``mmtbx.model.manager`` (processed, with restraints).
 
-    ``data_statistics``: optional dict with any of ``cc_mask``, ``r_work``,
+    ``data_statistics``: optional dict with any of ``cc_mask``, ``fsc_avg``, ``r_work``,
     ``r_free``, copied into the result.  ``clashscore=False`` skips the
     clashscore, the slowest part (seconds; everything else is well under one).
     """
