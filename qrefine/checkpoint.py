@@ -54,13 +54,18 @@ class Checkpoint:
         self.chosen_weight = None
         self.cycles = []         # dicts of finished final macro cycles
         self.sites = None        # coordinates after the last finished cycle
+        self.adaptive = []       # dicts of finished adaptive force-scaling steps
+        self.adaptive_sites = [] # arrays, parallel to adaptive
 
     def save(self):
         state = {"format": FORMAT, "fingerprint": self.fingerprint, "trials": self.trials,
-                 "chosen_weight": self.chosen_weight, "cycles": self.cycles}
+                 "chosen_weight": self.chosen_weight, "cycles": self.cycles,
+                 "adaptive": self.adaptive}
         arrays = {"state": np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)}
         for i, s in enumerate(self.trial_sites):
             arrays["trial_%d" % i] = np.asarray(s)
+        for i, s in enumerate(self.adaptive_sites):
+            arrays["adaptive_%d" % i] = np.asarray(s)
         if self.sites is not None:
             arrays["sites"] = np.asarray(self.sites)
         buffer = io.BytesIO()
@@ -76,6 +81,8 @@ class Checkpoint:
                 state = json.loads(bytes(z["state"]).decode())
                 trial_sites = [z["trial_%d" % i] for i in range(len(state["trials"]))]
                 sites = z["sites"] if "sites" in z.files else None
+                adaptive_sites = [z["adaptive_%d" % i]
+                                  for i in range(len(state.get("adaptive", [])))]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             # A run killed while the disk filled, or a file cut in a copy:
             # bad input, said in one line, not an internal error.
@@ -95,6 +102,7 @@ class Checkpoint:
         ck = cls(path, fingerprint)
         ck.trials, ck.trial_sites = state["trials"], trial_sites
         ck.chosen_weight, ck.cycles, ck.sites = state["chosen_weight"], state["cycles"], sites
+        ck.adaptive, ck.adaptive_sites = state.get("adaptive", []), adaptive_sites
         return ck
 
     def remove(self):

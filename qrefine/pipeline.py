@@ -60,6 +60,24 @@ def check_parameters(params, data_kind):
         raise QRefineError("refine.macro_cycles and refine.max_iterations must be >= 1")
     if params.nproc < 1:
         raise QRefineError("nproc=%d must be >= 1" % params.nproc)
+    _check_adaptive(params.weights, data_kind, params.mode)
+
+
+def _check_adaptive(w, data_kind, mode):
+    if w.protocol != "adaptive":
+        return
+    if data_kind != "map" or mode != "refine":
+        raise QRefineError("weights.protocol=adaptive balances restraints against a map; give "
+                           "a map (and mode=refine), or use weights.protocol=search")
+    if not w.adaptive_alpha > 0:
+        raise QRefineError("weights.adaptive_alpha=%s must be > 0" % w.adaptive_alpha)
+    if not 0 <= w.adaptive_smoothing < 1:
+        raise QRefineError("weights.adaptive_smoothing=%s must be in [0, 1)"
+                           % w.adaptive_smoothing)
+    if w.adaptive_steps < 1 or w.adaptive_iterations < 1:
+        raise QRefineError("weights.adaptive_steps and weights.adaptive_iterations must be >= 1")
+    if not w.adaptive_max_force > 1:
+        raise QRefineError("weights.adaptive_max_force=%s must be > 1" % w.adaptive_max_force)
 
 
 def build_data_target(model, data_path, data_kind, params):
@@ -253,6 +271,7 @@ def run(params, files, paths, reporter, argv=()):
         "final": final.as_dict(),
         "macro_cycles": [c.as_dict() for c in cycles],
         "weight_search": [t.as_dict() for t in protocol.trials],
+        "adaptive": [a.as_dict() for a in protocol.adaptive],
         "chosen_weight": protocol.chosen_weight,
         "fragments": fragments,
         "symmetry": symmetry,

@@ -20,6 +20,7 @@ from qrefine.checkpoint import Checkpoint
 from qrefine.errors import QRefineError
 from qrefine.refinement import CycleRecord, estimate_weight, refine
 from qrefine.validation import validate
+from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
 from qrefine.weights.initial import DEFAULT_SCALE
 from qrefine.weights.search import (Trial, WeightSearch, default_limits, default_max_r_gap,
                                     geometric_grid, one_step_tolerances)
@@ -31,6 +32,7 @@ class ProtocolResult:
     cycles: list
     trials: list = field(default_factory=list)
     chosen_weight: float = None
+    adaptive: list = field(default_factory=list)   # AdaptiveSteps (weights.protocol=adaptive)
     notes: list = field(default_factory=list)
 
 
@@ -88,6 +90,9 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
                   max_step=max_step(params),
                   gradient_tolerance=gradient_tolerance(params))
     result = ProtocolResult(sites=sites0, cycles=[])
+    if params.weights.protocol == "adaptive" and target_data is not None:
+        return _adaptive(model, sites0, restraints, target_data, params, scale, ck,
+                         reporter, common, result), ck
     start_sites, weight = sites0, params.data_weight
 
     if target_data is not None and params.data_weight is None and params.weights.search:
@@ -134,30 +139,119 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
     return result, ck
 
 
-def _search(model, sites0, restraints, data, params, scale, ck, reporter, common):
-    data.update(sites0)
-    w0 = estimate_weight(restraints, data, sites0, scale)
-    grid = list(params.weights.trials) if params.weights.trials else geometric_grid(
-        w0, factor=params.weights.grid_factor, below=params.weights.grid_below,
-        above=params.weights.grid_above)
+def _validation_limits(params, data):
     max_bond, max_angle = default_limits(params.resolution if data.kind == "map"
                                          else _d_min(data), params.restraints)
     if params.weights.max_bond_rmsd is not None:
         max_bond = params.weights.max_bond_rmsd
     if params.weights.max_angle_rmsd is not None:
         max_angle = params.weights.max_angle_rmsd
+    return max_bond, max_angle
+
+
+def _monitored(model):
+    n_residues = sum(1 for rg in model.get_hierarchy().residue_groups()
+                     if rg.atom_groups()[0].resname.strip() in AMINO_ACIDS)
+    return one_step_tolerances(n_residues, model.get_number_of_atoms())
+
+
+def _validate_at(model, sites, sites0, data):
+    """Validation metrics of ``sites`` (the model is put back at ``sites0``)."""
+    model.set_sites_cart(flex.vec3_double(sites))
+    data.update(sites)
+    metrics = validate(model, data_statistics=data.statistics(sites)).as_dict()
+    metrics.pop("notes", None)
+    model.set_sites_cart(flex.vec3_double(sites0))
+    return metrics
+
+
+def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, common, result):
+    """weights.protocol=adaptive: seed 004's force scaling, one short
+    minimisation per step (qrefine.weights.adaptive)."""
+    w = params.weights
+    data.update(sites0)
+    k0 = params.data_weight or estimate_weight(restraints, data, sites0, scale)
+    max_bond, max_angle = _validation_limits(params, data)
+    protocol = AdaptiveProtocol(k0, w.adaptive_alpha, w.adaptive_smoothing, w.adaptive_steps,
+                                w.adaptive_max_force, _monitored(model), max_bond, max_angle)
+    reporter.info("")
+    reporter.info("Adaptive force scaling (seed 004): k0 %.4g (%s), alpha %g, moving-average "
+                  "smoothing %g, up to %d steps of %d L-BFGS iterations; gates: bond %.4f, "
+                  "angle %.2f, geometry no worse than in the previous step or the start, "
+                  "restraint force < %g x the first step's" % (k0, "data_weight" if params.data_weight else
+                                    "gradient-norm ratio x %g" % scale, w.adaptive_alpha,
+                                    w.adaptive_smoothing, w.adaptive_steps,
+                                    w.adaptive_iterations, max_bond, max_angle,
+                                    w.adaptive_max_force))
+    start_metrics = _validate_at(model, sites0, sites0, data)
+
+    def run_step(k, sites):
+        settings = dict(common, max_iterations=w.adaptive_iterations, reporter=None)
+        new_sites, records = refine(sites, restraints, data, macro_cycles=1, weight=k,
+                                    label="  adaptive k=%.4g step" % k, **settings)
+        record = records[0]
+        _, g_r = restraints.value_and_gradient(new_sites)
+        return StepOutcome(
+            sites=new_sites, similarity=-float(data.value_and_gradient(new_sites)[0]),
+            max_restraint_force=float(np.sqrt((np.asarray(g_r) ** 2).sum(axis=1)).max()),
+            metrics=_validate_at(model, new_sites, sites0, data),
+            moved=not (record.converged and record.iterations <= 1), record=record)
+
+    def on_step(step):
+        record = step.record
+        record.cycle = step.step
+        ck.adaptive.append(step.as_dict())
+        ck.adaptive_sites.append(step.sites)
+        ck.cycles.append(record.as_dict())
+        ck.save()
+        reporter.info("  step %2d  k %-10.4g S %-12.6g avg %-12.6g %-6s -> k %-10.4g "
+                      "%s  %s  (%.1f s)%s" % (
+                          step.step, step.k, step.similarity, step.smoothed, step.change,
+                          step.next_k, "ok  " if step.accepted else "UNDO",
+                          _format_metrics(step.metrics), step.seconds,
+                          "  " + step.reason if step.reason else ""))
+
+    done = []
+    for d, s, c in zip(ck.adaptive, ck.adaptive_sites, ck.cycles):
+        step = AdaptiveStep(step=d["step"], k=d["k"], similarity=d["similarity"],
+                            smoothed=d["smoothed_similarity"], change=d["change"],
+                            next_k=d["next_k"], max_restraint_force=d["max_restraint_force"],
+                            metrics=d["metrics"], seconds=d["seconds"], accepted=d["accepted"],
+                            reason=d["reason"], moved=d["moved"], sites=s,
+                            record=CycleRecord(**c))
+        done.append(step)
+        reporter.info("  step %2d  k %-10.4g S %-12.6g (from checkpoint)"
+                      % (step.step, step.k, step.similarity))
+    accepted, steps, why = protocol.run(run_step, sites0, start_metrics, done=done,
+                                        on_step=on_step)
+    reporter.info("adaptive force scaling stopped: %s" % why)
+    result.adaptive = steps
+    result.notes.append("adaptive force scaling: %d step(s), %d kept, final k %.4g; stopped: "
+                        "%s" % (len(steps), len(accepted),
+                                accepted[-1].k if accepted else k0, why))
+    if accepted:
+        result.sites = accepted[-1].sites
+        result.chosen_weight = accepted[-1].k
+    result.cycles = [s.record for s in accepted]
+    return result
+
+
+def _search(model, sites0, restraints, data, params, scale, ck, reporter, common):
+    data.update(sites0)
+    w0 = estimate_weight(restraints, data, sites0, scale)
+    grid = list(params.weights.trials) if params.weights.trials else geometric_grid(
+        w0, factor=params.weights.grid_factor, below=params.weights.grid_below,
+        above=params.weights.grid_above)
+    max_bond, max_angle = _validation_limits(params, data)
     max_gap = None
     if data.kind == "reflections":
         max_gap = (params.weights.max_r_gap if params.weights.max_r_gap is not None
                    else default_max_r_gap(_d_min(data)))
-    n_residues = sum(1 for rg in model.get_hierarchy().residue_groups()
-                     if rg.atom_groups()[0].resname.strip() in AMINO_ACIDS)
     search = WeightSearch(grid, data.kind, max_bond, max_angle, max_gap,
                           refine_bracket=params.weights.refine_bracket,
                           extend_below=0 if params.weights.trials else params.weights.extend_below,
                           factor=params.weights.grid_factor,
-                          monitored=one_step_tolerances(n_residues,
-                                                        model.get_number_of_atoms()))
+                          monitored=_monitored(model))
     reporter.info("")
     reporter.info("Weight search: gradient-norm ratio x %g = %.4g; %d trial weights %.4g .. "
                   "%.4g; limits bond %.4f, angle %.2f%s" % (
@@ -168,13 +262,7 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
         sites, _ = refine(sites0, restraints, data, macro_cycles=params.weights.trial_macro_cycles,
                           weight=weight, label="  trial w=%.4g cycle" % weight,
                           **dict(common, reporter=None))
-        model.set_sites_cart(flex.vec3_double(sites))
-        data.update(sites)
-        stats = data.statistics(sites)
-        metrics = validate(model, data_statistics=stats).as_dict()
-        metrics.pop("notes", None)
-        model.set_sites_cart(flex.vec3_double(sites0))
-        return sites, metrics
+        return sites, _validate_at(model, sites, sites0, data)
 
     def save_trial(trial, trials):
         ck.trials.append(trial.as_dict())
