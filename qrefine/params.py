@@ -120,9 +120,9 @@ weights {
   adaptive_steps = 30
     .type = int
     .help = "protocol=adaptive: most force-scaling steps."
-  adaptive_iterations = 10
+  adaptive_iterations = 25
     .type = int
-    .help = "protocol=adaptive: L-BFGS iterations of one step (seed 004 applies the density forces every N_fit = 10 MD steps)."
+    .help = "protocol=adaptive: L-BFGS iterations of one step (seed 004 applies the density forces every N_fit = 10 MD steps; on the 1us0 helix from a 1.5 A start, relative entropy, 30 steps: 10 iterations ended 0.87 A from the answer, 25 iterations 0.51 A)."
   adaptive_max_force = 10.0
     .type = float
     .help = "protocol=adaptive: stop when the largest per-atom restraint force exceeds this multiple of its value after the first step (the seed stops when forces grow too large for the time step)."

@@ -204,9 +204,10 @@ def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, comm
         ck.adaptive_sites.append(step.sites)
         ck.cycles.append(record.as_dict())
         ck.save()
-        reporter.info("  step %2d  k %-10.4g S %-12.6g avg %-12.6g %-6s -> k %-10.4g "
+        reporter.info("  step %2d  k %-10.4g S %-12.6g avg %-12s %-7s -> k %-10.4g "
                       "%s  %s  (%.1f s)%s" % (
-                          step.step, step.k, step.similarity, step.smoothed, step.change,
+                          step.step, step.k, step.similarity,
+                          "-" if step.smoothed is None else "%.6g" % step.smoothed, step.change,
                           step.next_k, "ok  " if step.accepted else "UNDO",
                           _format_metrics(step.metrics), step.seconds,
                           "  " + step.reason if step.reason else ""))

@@ -16,7 +16,14 @@ def test_k_falls_while_similarity_rises_and_rises_twice_as_fast_when_it_falls():
     assert f.observe(1.0) == "first" and f.k == 100.0
     assert f.observe(2.0) == "rose" and f.k == pytest.approx(100.0 / 1.1)
     assert f.observe(1.5) == "fell" and f.k == pytest.approx(100.0 / 1.1 * 1.2)
-    assert f.observe(1.5) == "flat" and f.k == pytest.approx(100.0 / 1.1 * 1.2)
+    assert f.observe(1.5) == "stalled" and f.k == pytest.approx(100.0 / 1.1 * 1.2 ** 2)
+    assert f.observe(1.55) == "stalled"  # 0.05 < 0.1 x the largest rise (1.0)
+    assert f.observe(1.8) == "rose"
+
+
+def test_a_similarity_that_never_moves_leaves_k_alone():
+    f = ForceScaling(5.0, alpha=0.1, smoothing=0.5)
+    assert [f.observe(2.0) for _ in range(3)] == ["first", "flat", "flat"] and f.k == 5.0
 
 
 def test_the_moving_average_hides_a_single_dip():
@@ -51,13 +58,27 @@ def scripted(outcomes):
     return run_step, asked
 
 
-def test_a_failing_gate_undoes_its_step_and_stops():
+def test_a_failing_gate_undoes_its_step_lowers_k_and_three_in_a_row_stop():
+    bad = metrics(fav=96.0)
     run_step, asked = scripted([(1.0, 5.0, metrics()), (2.0, 5.0, metrics()),
-                                (1.0, 5.0, metrics(fav=96.0))])
+                                (1.0, 5.0, bad), (1.0, 5.0, bad), (1.0, 5.0, bad)])
     kept, steps, why = protocol().run(run_step, 0, metrics())
-    assert asked == [10.0, 10.0, pytest.approx(8.0)]     # rose: 10 / 1.25
-    assert [s.accepted for s in steps] == [True, True, False]
-    assert kept[-1].sites == 2 and "rama_favored" in why
+    assert asked == [10.0, 10.0, pytest.approx(8.0), pytest.approx(8.0 / 1.5),
+                     pytest.approx(8.0 / 1.5 ** 2)]   # rose: 10 / 1.25; undone: / 1.5
+    assert [s.accepted for s in steps] == [True, True, False, False, False]
+    assert kept[-1].sites == 2 and "3 steps in a row: rama_favored" in why
+
+
+def test_after_an_undone_step_it_goes_on_from_the_last_kept_model():
+    seen = []
+    outcomes = [(1.0, 5.0, metrics()), (2.0, 5.0, metrics(fav=96.0)), (2.0, 5.0, metrics())]
+
+    def run_step(k, sites):
+        seen.append(sites)
+        s, f, m = outcomes[len(seen) - 1]
+        return StepOutcome(sites=len(seen), similarity=s, max_restraint_force=f, metrics=m)
+    kept, steps, _ = protocol(steps=3).run(run_step, 0, metrics())
+    assert seen == [0, 1, 1] and [s.sites for s in kept] == [1, 3]
 
 
 def test_a_slow_slide_is_stopped_by_the_start():
@@ -65,14 +86,14 @@ def test_a_slow_slide_is_stopped_by_the_start():
     objects, the start does after the second."""
     run_step, _ = scripted([(i, 1.0, metrics(fav=98.0 - 0.6 * (i + 1))) for i in range(5)])
     kept, steps, why = protocol().run(run_step, 0, metrics())
-    assert len(kept) == 1 and "than at the start" in why
+    assert len(kept) == 1 and "than at the start" in steps[1].reason
 
 
 def test_bond_rmsd_above_the_limit_is_allowed_while_it_falls():
-    run_step, _ = scripted([(1.0, 1.0, metrics(bond=0.04)), (2.0, 1.0, metrics(bond=0.03)),
-                            (3.0, 1.0, metrics(bond=0.035))])
+    run_step, _ = scripted([(1.0, 1.0, metrics(bond=0.04)), (2.0, 1.0, metrics(bond=0.03))]
+                           + [(3.0, 1.0, metrics(bond=0.035))] * 3)
     kept, steps, why = protocol().run(run_step, 0, metrics(bond=0.05))
-    assert len(kept) == 2 and "bond_rmsd 0.0350 > 0.0200 and rising" in why
+    assert len(kept) == 2 and "bond_rmsd 0.0350 > 0.0200 and rising" in steps[2].reason
 
 
 def test_growing_restraint_forces_stop_the_protocol_and_keep_the_step():

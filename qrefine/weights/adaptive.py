@@ -5,8 +5,7 @@ The data weight k starts low and is changed after every short minimisation
 step by how the similarity S between model and map moved:
 
 - its exponential moving average rose: k / (1 + alpha);
-- it fell: k * (1 + 2 alpha);
-- unchanged: k stays.
+- it fell, or stalled (see :data:`STALL`): k * (1 + 2 alpha).
 
 The larger increase than decrease makes the data's influence grow whenever
 the restraints pull the model out of the density, and shrink while the model
@@ -20,7 +19,8 @@ Stopping (whichever comes first):
   kept step, or than at the start, by more than its one-step tolerance (the
   search's gate, plus the start so that no slow slide of small steps passes),
   or the bond / angle RMSD above its limit and rising.  The failing step is
-  undone;
+  undone and k lowered by 1 + 2 alpha; :data:`MAX_UNDONE` such steps in a
+  row end the protocol;
 - the seed's criterion, forces too large: the largest per-atom restraint
   force exceeds ``max_force_factor`` times its value after the first step
   (the step is kept);
@@ -73,6 +73,21 @@ class AdaptiveStep:
                 "seconds": round(self.seconds, 3), "metrics": self.metrics}
 
 
+# A minimiser, unlike MD, climbs into the density at any k > 0 until it
+# converges, so a plain "rose" test would only ever lower k.  A rise smaller
+# than STALL times the largest rise so far counts as a fall: the model has
+# stopped gaining at this k, which is when the seed's thermal noise would
+# start to lose similarity.  Without it the 1us0 helix from its 1.5 A starts
+# ended at k 1/40 of its start, 1.05 A from the answer.
+STALL = 0.1
+
+# Steps undone in a row (each after k was lowered by 1 + 2 alpha) before the
+# gates end the protocol.  One undone step is common: a first step of the
+# 1.5 A helix start at k0 made two clashes (clashscore 0 -> 21) that a
+# smaller k avoids.
+MAX_UNDONE = 3
+
+
 class ForceScaling:
     """The seed's rule on a stream of similarities."""
 
@@ -83,21 +98,26 @@ class ForceScaling:
             raise ValueError("smoothing must be in [0, 1)")
         self.k, self.alpha, self.smoothing = float(k), float(alpha), float(smoothing)
         self.average = None
+        self.largest_rise = 0.0
 
     def observe(self, similarity):
-        """Update the moving average with ``similarity``, then k; return the
-        direction the average moved."""
+        """Update the moving average with ``similarity``, then k; return what
+        the average did: "first", "rose", "stalled" (risen less than STALL x
+        its largest rise), "fell", or "flat" (never moved at all)."""
         if self.average is None:
             self.average = float(similarity)
             return "first"
         new = self.smoothing * self.average + (1.0 - self.smoothing) * float(similarity)
-        change = "rose" if new > self.average else "fell" if new < self.average else "flat"
+        rise = new - self.average
         self.average = new
-        if change == "rose":
+        self.largest_rise = max(self.largest_rise, rise)
+        if rise > STALL * self.largest_rise and rise > 0:
             self.k /= 1.0 + self.alpha
-        elif change == "fell":
-            self.k *= 1.0 + 2.0 * self.alpha
-        return change
+            return "rose"
+        if rise == 0 and self.largest_rise == 0:
+            return "flat"
+        self.k *= 1.0 + 2.0 * self.alpha
+        return "fell" if rise < 0 else "stalled"
 
 
 def gate(metrics, previous, start, monitored, max_bond, max_angle):
@@ -143,11 +163,13 @@ class AdaptiveProtocol:
         previous, sites = start_metrics, sites0
         accepted, steps = [], []
         first_force = None
+        undone = 0
         done = list(done)
         for n in range(1, self.steps + 1):
             if done:
                 step = done.pop(0)
-                scaling.observe(step.similarity)
+                if step.accepted:
+                    scaling.observe(step.similarity)
                 scaling.k = step.next_k
             else:
                 t0 = time.time()
@@ -155,7 +177,12 @@ class AdaptiveProtocol:
                 out = run_step(k, sites)
                 reason = gate(out.metrics, previous, start_metrics, self.monitored,
                               self.max_bond_rmsd, self.max_angle_rmsd)
-                change = scaling.observe(out.similarity) if not reason else "undone"
+                if reason:
+                    # The data pushed too hard: back off as one push's worth.
+                    change = "undone"
+                    scaling.k /= 1.0 + 2.0 * self.alpha
+                else:
+                    change = scaling.observe(out.similarity)
                 step = AdaptiveStep(step=n, k=k, similarity=out.similarity,
                                     smoothed=scaling.average, change=change, next_k=scaling.k,
                                     max_restraint_force=out.max_restraint_force,
@@ -166,7 +193,12 @@ class AdaptiveProtocol:
                     on_step(step)
             steps.append(step)
             if not step.accepted:
-                return accepted, steps, "validation gate: " + step.reason
+                undone += 1
+                if undone >= MAX_UNDONE:
+                    return accepted, steps, ("validation gate, %d steps in a row: %s"
+                                             % (undone, step.reason))
+                continue
+            undone = 0
             accepted.append(step)
             previous, sites = step.metrics, step.sites
             if first_force is None:
