@@ -146,9 +146,6 @@ qm {
   density_fit = None
     .type = bool
     .help = "pyscf: density fitting (RI) of the Coulomb and exchange integrals; HF-D3/6-31G gradients of a capped dipeptide 4x faster, within 3e-3 eV/A of the exact ones. None: exact integrals."
-  linear_scaling = False
-    .type = bool
-    .help = "engine=mopac: MOPAC's linear-scaling MOZYME SCF (localised molecular orbitals) for whole-protein PM7; see the README's engine notes for its accuracy and speed against conventional PM7."
   timeout = None
     .type = float
     .help = "Seconds one engine call may take. A program (MOPAC, ORCA, ...) that runs longer is killed with everything it started and retried with the engine's safer settings; an in-process engine (xtb, PySCF; fragments only) has its worker process ended and the fragment run once more in a fresh one. If it fails again, the error names the fragment and its input is kept in <prefix>_failed/. None: no limit."
