@@ -25,6 +25,10 @@ Common parameters (all of them: qr.refine --show-defaults):
   resolution=<A>           map resolution (required with a map)
   data_weight=<w>          fix the data weight (default: gradient-norm ratio)
   refine.macro_cycles=<n>  macro cycles (default 5)
+  map.target=cctbx|cc|inner_product|relative_entropy
+                           map term: map at the atoms, or a seed-004 score
+  weights.protocol=search|adaptive
+                           weight search, or adaptive force scaling (maps)
   labels=<F,SIGF|I>        reflection labels; r_free_flags.label=<label>
   chem_data=<dir>          cctbx chemistry data (or $QREFINE_CHEM_DATA; see qr.setup)
   output.prefix=<name>     output file prefix (default: model name)
