@@ -207,8 +207,9 @@ def run(params, files, paths, reporter, argv=()):
                   for c in (params.restraints_cif or []))
     ck_fingerprint = fingerprint(inputs, parameters)
     try:
+        start_metrics = {k: v for k, v in start.as_dict().items() if k != "notes"}
         protocol, ck = run_protocol(model, restraints, data, params, paths, reporter,
-                                    ck_fingerprint)
+                                    ck_fingerprint, start_metrics=start_metrics)
     finally:
         if hasattr(restraints, "close"):  # fragment worker processes
             restraints.close()

@@ -71,7 +71,11 @@ def gradient_tolerance(params):
     return tol
 
 
-def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
+def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
+                 start_metrics=None):
+    """``start_metrics``: the start model's validation dict, when the caller
+    has it already (adaptive scaling gates against it; otherwise it is
+    computed again)."""
     sites0 = model.get_sites_cart().as_numpy_array()
     ck = (Checkpoint.load(params.restart, fingerprint) if params.restart
           else Checkpoint(paths.checkpoint, fingerprint))
@@ -92,7 +96,7 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint):
     result = ProtocolResult(sites=sites0, cycles=[])
     if params.weights.protocol == "adaptive" and target_data is not None:
         return _adaptive(model, sites0, restraints, target_data, params, scale, ck,
-                         reporter, common, result), ck
+                         reporter, common, result, start_metrics), ck
     start_sites, weight = sites0, params.data_weight
 
     if target_data is not None and params.data_weight is None and params.weights.search:
@@ -165,7 +169,8 @@ def _validate_at(model, sites, sites0, data):
     return metrics
 
 
-def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, common, result):
+def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, common, result,
+              start_metrics=None):
     """weights.protocol=adaptive: seed 004's force scaling, one short
     minimisation per step (qrefine.weights.adaptive)."""
     w = params.weights
@@ -175,15 +180,16 @@ def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, comm
     protocol = AdaptiveProtocol(k0, w.adaptive_alpha, w.adaptive_smoothing, w.adaptive_steps,
                                 w.adaptive_max_force, _monitored(model), max_bond, max_angle)
     reporter.info("")
+    origin = ("data_weight" if params.data_weight
+              else "gradient-norm ratio x %g" % scale)
     reporter.info("Adaptive force scaling (seed 004): k0 %.4g (%s), alpha %g, moving-average "
                   "smoothing %g, up to %d steps of %d L-BFGS iterations; gates: bond %.4f, "
                   "angle %.2f, geometry no worse than in the previous step or the start, "
-                  "restraint force < %g x the first step's" % (k0, "data_weight" if params.data_weight else
-                                    "gradient-norm ratio x %g" % scale, w.adaptive_alpha,
-                                    w.adaptive_smoothing, w.adaptive_steps,
-                                    w.adaptive_iterations, max_bond, max_angle,
-                                    w.adaptive_max_force))
-    start_metrics = _validate_at(model, sites0, sites0, data)
+                  "restraint force < %g x the first step's"
+                  % (k0, origin, w.adaptive_alpha, w.adaptive_smoothing, w.adaptive_steps,
+                     w.adaptive_iterations, max_bond, max_angle, w.adaptive_max_force))
+    if start_metrics is None:
+        start_metrics = _validate_at(model, sites0, sites0, data)
 
     def run_step(k, sites):
         settings = dict(common, max_iterations=w.adaptive_iterations, reporter=None)
@@ -212,15 +218,9 @@ def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, comm
                           _format_metrics(step.metrics), step.seconds,
                           "  " + step.reason if step.reason else ""))
 
-    done = []
-    for d, s, c in zip(ck.adaptive, ck.adaptive_sites, ck.cycles):
-        step = AdaptiveStep(step=d["step"], k=d["k"], similarity=d["similarity"],
-                            smoothed=d["smoothed_similarity"], change=d["change"],
-                            next_k=d["next_k"], max_restraint_force=d["max_restraint_force"],
-                            metrics=d["metrics"], seconds=d["seconds"], accepted=d["accepted"],
-                            reason=d["reason"], moved=d["moved"], sites=s,
-                            record=CycleRecord(**c))
-        done.append(step)
+    done = [AdaptiveStep.from_dict(d, sites=s, record=CycleRecord(**c))
+            for d, s, c in zip(ck.adaptive, ck.adaptive_sites, ck.cycles)]
+    for step in done:
         reporter.info("  step %2d  k %-10.4g S %-12.6g (from checkpoint)"
                       % (step.step, step.k, step.similarity))
     accepted, steps, why = protocol.run(run_step, sites0, start_metrics, done=done,

@@ -68,3 +68,17 @@ def xtb_or_skip():
         ok, note = False, str(e)
     if not ok:
         pytest.skip("xtb not available: %s" % note)
+
+
+def refine_3j63(tmp_path, structures, test_data, prefix, *args):
+    """qr.refine of 3j63_A into its map at 3.8 A with ``args``; returns the
+    exit code and the summary (None when there is none)."""
+    import json
+    import os
+    from qrefine.scripts.refine import main
+    d = os.path.join(structures, "cryo_em", "3j63_A")
+    code = main([os.path.join(d, "3j63_A_box_complete.pdb"), os.path.join(d, "3j63_A_box.ccp4"),
+                 "resolution=3.8", "chem_data=%s" % os.path.join(test_data, "chem_data"),
+                 "output.prefix=%s" % prefix, "output.dir=%s" % tmp_path] + list(args))
+    summary = tmp_path / (prefix + "_summary.json")
+    return code, json.loads(summary.read_text()) if summary.exists() else None

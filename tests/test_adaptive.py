@@ -2,11 +2,11 @@
 known similarity streams, the stops on synthetic steps, a resume that
 replays a checkpoint exactly, and qr.refine end to end on the 3j63_A map."""
 
-import json
 import os
 
 import pytest
 
+from common import refine_3j63
 from qrefine.weights.adaptive import AdaptiveProtocol, ForceScaling, StepOutcome
 from qrefine.weights.search import MONITORED
 
@@ -133,14 +133,10 @@ def test_resuming_from_finished_steps_replays_k_exactly():
 
 
 def test_qr_refine_adaptive_end_to_end(tmp_path, structures, test_data):
-    from qrefine.scripts.refine import main
-    d = os.path.join(structures, "cryo_em", "3j63_A")
-    assert main([os.path.join(d, "3j63_A_box_complete.pdb"), os.path.join(d, "3j63_A_box.ccp4"),
-                 "resolution=3.8", "map.target=relative_entropy", "weights.protocol=adaptive",
-                 "weights.adaptive_steps=2", "weights.adaptive_iterations=3",
-                 "chem_data=%s" % os.path.join(test_data, "chem_data"),
-                 "output.prefix=ad", "output.dir=%s" % tmp_path]) == 0
-    s = json.loads((tmp_path / "ad_summary.json").read_text())
+    code, s = refine_3j63(tmp_path, structures, test_data, "ad", "map.target=relative_entropy",
+                          "weights.protocol=adaptive", "weights.adaptive_steps=2",
+                          "weights.adaptive_iterations=3")
+    assert code == 0
     assert 0.7 < s["start"]["fsc_avg"] < 0.8 and s["final"]["fsc_avg"] is not None
     steps = s["adaptive"]
     assert [a["step"] for a in steps] == [1, 2] and steps[0]["change"] == "first"

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from common import central_difference
+from common import central_difference, refine_3j63
 from qrefine.errors import QRefineError
 
 SCORES = ("inner_product", "cc", "relative_entropy")
@@ -77,15 +77,10 @@ def test_unknown_score_is_refused(em):
 
 
 def test_qr_refine_runs_with_a_density_score(tmp_path, structures, test_data):
-    import json
-    from qrefine.scripts.refine import main
-    d = os.path.join(structures, "cryo_em", "3j63_A")
-    assert main([os.path.join(d, "3j63_A_box_complete.pdb"), os.path.join(d, "3j63_A_box.ccp4"),
-                 "resolution=3.8", "map.target=relative_entropy", "refine.macro_cycles=1",
-                 "refine.max_iterations=5", "weights.search=false",
-                 "chem_data=%s" % os.path.join(test_data, "chem_data"),
-                 "output.prefix=re", "output.dir=%s" % tmp_path]) == 0
-    s = json.loads((tmp_path / "re_summary.json").read_text())
+    code, s = refine_3j63(tmp_path, structures, test_data, "re", "map.target=relative_entropy",
+                          "refine.macro_cycles=1", "refine.max_iterations=5",
+                          "weights.search=false")
+    assert code == 0
     assert s["parameters"]["map.target"] == "relative_entropy"
     assert any(n.startswith("map target: relative_entropy") for n in s["notes"])
     assert s["final"]["cc_mask"] > 0.5 and (tmp_path / "re_refined.cif").exists()

@@ -54,7 +54,7 @@ class AdaptiveStep:
     k: float
     similarity: float
     smoothed: float
-    change: str                 # "first", "rose", "fell" or "flat": the moving average
+    change: str   # the moving average: first, rose, stalled, fell, flat; or undone
     next_k: float
     max_restraint_force: float
     metrics: dict
@@ -71,6 +71,15 @@ class AdaptiveStep:
                 "next_k": self.next_k, "max_restraint_force": self.max_restraint_force,
                 "accepted": self.accepted, "reason": self.reason, "moved": self.moved,
                 "seconds": round(self.seconds, 3), "metrics": self.metrics}
+
+    @classmethod
+    def from_dict(cls, d, sites=None, record=None):
+        """The inverse of :meth:`as_dict` (a checkpoint's finished step)."""
+        return cls(step=d["step"], k=d["k"], similarity=d["similarity"],
+                   smoothed=d["smoothed_similarity"], change=d["change"], next_k=d["next_k"],
+                   max_restraint_force=d["max_restraint_force"], metrics=d["metrics"],
+                   seconds=d["seconds"], accepted=d["accepted"], reason=d["reason"],
+                   moved=d["moved"], sites=sites, record=record)
 
 
 # A minimiser, unlike MD, climbs into the density at any k > 0 until it
