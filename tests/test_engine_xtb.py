@@ -285,3 +285,38 @@ def test_gfnff_rebuilt_from_its_reference_is_the_same_force_field(structures, sh
     # numerics differ, 1e-10 eV/A; further away its terms, see the docstring
     # of XTBCalculator), so a restarted worker would change the model.
     assert not np.array_equal(fresh, running)
+
+
+def _embedding_charges():
+    """A dipole of two point charges (Na at +0.5, Cl at -0.5 e) 4-5 A from
+    the peptide: a field like that of a neighbouring residue."""
+    return (np.array([11, 17]), np.array([0.5, -0.5]),
+            np.array([[0.0, 4.5, 0.5], [0.0, 5.5, -0.5]]))
+
+
+def test_point_charges_change_the_energy_and_forces_match_finite_differences(peptide):
+    bare = peptide.copy()
+    bare.calc = xtb_engine.make_calculator("GFN2-xTB", accuracy=1e-4)
+    calc = xtb_engine.make_calculator("GFN2-xTB", accuracy=1e-4)
+    calc.set_point_charges(*_embedding_charges())
+    peptide.calc = calc
+    e_bare, e_embedded = bare.get_potential_energy(), peptide.get_potential_energy()
+    # A dipole of 0.5 e x 1.4 A at 5 A from a polar peptide: tenths of an eV,
+    # not zero (ignored charges) and not eV (an unscreened contact).
+    assert 0.01 < abs(e_embedded - e_bare) < 1.0
+    x = peptide.positions.copy()
+    forces = peptide.get_forces()
+    indices = [(i, k) for i in (3, 5, 10, 17) for k in range(3)]
+    numeric = central_difference(energy_of(peptide), x, indices, step=5e-4)
+    analytic = np.array([-forces[i, k] for i, k in indices])
+    assert np.abs(analytic - numeric).max() <= 1e-3
+    # Removing the charges gives the bare calculator's numbers back.
+    peptide.positions = x
+    calc.set_point_charges(None, None, None)
+    assert abs(peptide.get_potential_energy() - e_bare) < 1e-6
+
+
+def test_point_charges_are_refused_for_gfnff(peptide):
+    calc = xtb_engine.make_calculator("GFN-FF")
+    with pytest.raises(QRefineError, match="point charges"):
+        calc.set_point_charges(*_embedding_charges())

@@ -199,7 +199,30 @@ class XTBCalculator(Calculator):
         self.n_calls = 0
         self.n_warm = 0
         self.last_call_warm = False
+        self._point_charges = None  # (numbers, charges, positions in A) or None
+        self._point_charges_live = False  # whether the live xtb objects hold them
         Calculator.__init__(self, **kwargs)
+
+    def set_point_charges(self, numbers, charges, positions):
+        """Embed the atoms in fixed point charges (electrostatic embedding).
+
+        ``numbers``: the element of each charge (xtb damps the Coulomb
+        interaction at short range with that element's chemical hardness);
+        ``charges`` in e; ``positions`` in A.  ``None`` for all three, or no
+        charges, removes the embedding.  The forces are those on the atoms
+        only (the charges are not atoms of this calculator).  GFN-FF ignores
+        point charges in the xtb API; they are refused for it.
+        """
+        if numbers is None or len(numbers) == 0:
+            new = None
+        else:
+            if self.parameters.method == "GFN-FF":
+                raise QRefineError("xtb engine: GFN-FF takes no point charges")
+            new = (np.ascontiguousarray(numbers, dtype=np.int32),
+                   np.ascontiguousarray(charges, dtype=float),
+                   np.ascontiguousarray(np.asarray(positions, dtype=float).reshape(-1, 3)))
+        self._point_charges = new
+        self.results = {}
 
     # -- ASE protocol ------------------------------------------------------
 
@@ -230,6 +253,7 @@ class XTBCalculator(Calculator):
                 self._drop()  # rebuilt from scratch at the next call
                 raise EngineFailed("xtb %s: cannot take the new positions: %s"
                                    % (self.parameters.method, _gist(e)))
+        self._apply_point_charges(mods)
         warm = bool(self.parameters.warm_start and self._wavefunction is not None)
         self.n_calls += 1
         self.last_call_warm = warm
@@ -326,8 +350,26 @@ class XTBCalculator(Calculator):
         api.set_electronic_temperature(float(p.electronic_temperature))
         api.set_max_iterations(int(p.max_iterations))
 
+    def _apply_point_charges(self, mods):
+        """Hand the current point charges to the live xtb objects (every
+        call: the charges move with the model)."""
+        try:
+            if self._point_charges is None:
+                if self._point_charges_live:
+                    self._api.release_external_charges()
+                    self._point_charges_live = False
+                return
+            numbers, charges, positions = self._point_charges
+            self._api.set_external_charges(numbers, charges,
+                                           np.ascontiguousarray(positions / Bohr))
+            self._point_charges_live = True
+        except mods["XTBException"] as e:
+            raise EngineFailed("xtb %s: cannot set the point charges: %s"
+                               % (self.parameters.method, _gist(e)))
+
     def _drop(self):
         self._api = None
+        self._point_charges_live = False
         self._wavefunction = None
 
 
