@@ -427,3 +427,16 @@ def test_worker_deaths_do_not_change_the_refined_model(helix_model, structures):
     assert restarts == 2
     assert np.abs(undisturbed - start).max() > 0.05  # it did move
     assert np.array_equal(disturbed, undisturbed)
+
+
+def test_fragments_go_to_workers_largest_first():
+    # Job order small, small, big on two workers: in order, the big one
+    # would join a small one (loads 9 and 1); largest first keeps it alone.
+    from qrefine.fragments.executors import assign_workers, fragment_cost
+    costs = {"a": fragment_cost("C"), "b": fragment_cost("C"), "c": fragment_cost("CCC")}
+    loads = [0.0, 0.0]
+    owners = assign_workers(costs, loads)
+    assert owners["c"] != owners["a"] == owners["b"]
+    assert sorted(loads) == [2.0, 27.0]
+    # A later fragment goes to the lighter worker.
+    assert assign_workers({"d": 1.0}, loads) == {"d": owners["a"]}

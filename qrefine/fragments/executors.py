@@ -241,6 +241,24 @@ def _serve(conn, calcs):
         conn.send(("end", calcs.stats()))
 
 
+def fragment_cost(symbols):
+    """A fragment's relative cost: atoms^3, the SCF's scaling."""
+    return float(len(symbols)) ** 3
+
+
+def assign_workers(costs, loads):
+    """{key: worker} for new fragments ``costs`` ({key: cost}); ``loads``
+    (one per worker) is updated.  Largest first, each to the least loaded
+    worker (LPT): in job order, one large fragment placed last can leave a
+    core idle for most of a gradient."""
+    owners = {}
+    for key in sorted(costs, key=lambda k: (-costs[k], str(k))):
+        w = min(range(len(loads)), key=lambda k: (loads[k], k))
+        owners[key] = w
+        loads[w] += costs[key]
+    return owners
+
+
 class ProcessExecutor:
     """Fragments in ``nproc`` worker processes, each fragment always in the same one."""
 
@@ -328,15 +346,12 @@ class ProcessExecutor:
     def run(self, jobs):
         jobs = [self._refs.job(j) for j in jobs]
         self._start_workers(len({j[0] for j in jobs} | set(self._owner)))
+        new = {j[0]: fragment_cost(j[1]) for j in jobs if j[0] not in self._owner}
+        self._owner.update(assign_workers(new, self._load))
+        self._cost.update(new)
         per_worker = {}
         for i, job in enumerate(jobs):
-            key = job[0]
-            if key not in self._owner:
-                w = min(range(len(self._load)), key=lambda k: (self._load[k], k))
-                self._owner[key] = w
-                self._cost[key] = float(len(job[1])) ** 3
-                self._load[w] += self._cost[key]
-            per_worker.setdefault(self._owner[key], []).append(i)
+            per_worker.setdefault(self._owner[job[0]], []).append(i)
         results = [None] * len(jobs)
         outstanding = {}   # worker -> job indices sent and not yet answered
         heard = {}         # worker -> time of its last message (qm.timeout)
@@ -453,18 +468,21 @@ class ProcessExecutor:
         """End the workers: ask, wait up to ``grace`` s in all, then SIGTERM
         (a worker still computing, after an interruption, kills its engine
         program and leaves) and at last SIGKILL."""
+        # A worker whose start failed has no connection or process yet.
+        procs = [p for p in self._procs if p is not None]
         for conn in self._conns:
             try:
-                conn.send(("close",))
+                if conn is not None:
+                    conn.send(("close",))
             except (OSError, BrokenPipeError):
                 pass
         deadline = time.time() + grace
-        for p in self._procs:
+        for p in procs:
             p.join(timeout=max(0.0, deadline - time.time()))
-        for p in self._procs:
+        for p in procs:
             if p.is_alive():
                 p.terminate()
-        for p in self._procs:
+        for p in procs:
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
