@@ -233,12 +233,23 @@ class FragmentQMRestraints:
         sites = np.asarray(sites_cart, dtype=float).reshape(-1, 3)
         if self._needs_clustering(sites):
             self.cluster(sites)
-        n_model = len(sites)
-        sites = self._all_sites(sites)
-        jobs = [(f.key(), fragment_symbols(self.graph, f), f.charge, f.multiplicity,
+        results = self.executor.run(self.fragment_jobs(sites))
+        return self.assemble(results, sites), [e for e, _ in results]
+
+    def fragment_jobs(self, sites_cart):
+        """One executor job per fragment at the model sites ``sites_cart``:
+        (key, symbols, charge, multiplicity, positions, name)."""
+        sites = self._all_sites(np.asarray(sites_cart, dtype=float).reshape(-1, 3))
+        return [(f.key(), fragment_symbols(self.graph, f), f.charge, f.multiplicity,
                  fragment_positions(f, sites), name)
                 for f, name in zip(self.fragments, self._names)]
-        results = self.executor.run(jobs)
+
+    def assemble(self, results, sites_cart):
+        """The model gradient (N, 3) from one (energy, fragment gradient)
+        per fragment: each cluster atom's from its own fragment, cap H
+        gradients projected (or dropped) by ``cap_gradients``."""
+        n_model = len(sites_cart)
+        sites = self._all_sites(np.asarray(sites_cart, dtype=float).reshape(-1, 3))
         grad = np.zeros_like(sites)
         for f, (_, g) in zip(self.fragments, results):
             n_cluster = len(f.cluster_atoms)
@@ -255,7 +266,7 @@ class FragmentQMRestraints:
                         grad[cap.inside] += gx
                     if cap.outside in owned:
                         grad[cap.outside] += gy
-        return grad[:n_model], [e for e, _ in results]
+        return grad[:n_model]
 
     def value_and_gradient(self, sites_cart):
         sites = np.array(sites_cart, dtype=float).reshape(-1, 3)
