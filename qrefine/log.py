@@ -5,9 +5,6 @@ Library modules never print; they are handed a Reporter (or None).
 
 import datetime
 import logging
-import os
-import platform
-import socket
 import sys
 
 
@@ -74,6 +71,27 @@ class Reporter:
             self._log_call(log.close)
 
 
+class ProgressOnly:
+    """A Reporter's live line without its log lines: what a weight trial's
+    refinement shows while it runs (its cycles are summed up in one trial
+    line afterwards, so their own lines would only repeat it)."""
+
+    def __init__(self, reporter, prefix=""):
+        self.reporter = reporter
+        self.prefix = prefix
+
+    def info(self, text=""):
+        pass
+
+    def progress(self, text):
+        if self.reporter is not None:
+            self.reporter.progress(self.prefix + text)
+
+    def end_progress(self):
+        if self.reporter is not None:
+            self.reporter.end_progress()
+
+
 class _ReporterHandler(logging.Handler):
     """Warnings of ``qrefine.*`` loggers as "warning: ..." lines of a Reporter."""
 
@@ -90,16 +108,12 @@ class _ReporterHandler(logging.Handler):
 
 def header_lines(program, argv):
     """Versions, host and the exact command line, for the top of the log."""
-    from qrefine import __version__
-    try:
-        from importlib.metadata import version
-        cctbx_version = version("cctbx-base")
-    except Exception:  # not installed from PyPI (e.g. a Phenix build)
-        cctbx_version = "unknown"
+    from qrefine.provenance import host, versions
+    v, h = versions(), host()
     return [
         "%s (qrefine %s, cctbx-base %s, Python %s)" % (
-            program, __version__, cctbx_version, platform.python_version()),
-        "host %s, %d cores, %s" % (socket.gethostname(), os.cpu_count() or 1,
+            program, v["qrefine"], v["cctbx"] or "unknown", v["python"]),
+        "host %s, %d cores, %s" % (h["name"], h["cores"],
                                    datetime.datetime.now().isoformat(timespec="seconds")),
         "command: %s" % " ".join([program] + list(argv)),
     ]

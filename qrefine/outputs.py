@@ -26,6 +26,7 @@ class OutputPaths:
         # The run's final files, renamed into place together (StagedFiles);
         # logged_run rolls them back when the run fails after all.
         self.staged = StagedFiles()
+        self.note = None  # why the prefix was numbered (for_run), for the log
 
     def _name_files(self, base):
         self.pdb = base + "_refined.pdb"
@@ -40,9 +41,16 @@ class OutputPaths:
     def all(self):
         return [self.pdb, self.cif, self.log, self.summary]
 
+    def exist(self):
+        return [p for p in self.all() if os.path.lexists(p)]
+
     @classmethod
-    def for_run(cls, model_path, prefix, directory, inputs):
-        """Output paths for a run, refusing any that would overwrite an input."""
+    def for_run(cls, model_path, prefix, directory, inputs, overwrite=False):
+        """Output paths for a run, refusing any that would overwrite an input.
+
+        Where an earlier run's outputs carry the prefix, the run is numbered
+        (``<prefix>_001``, ``_002``, ... the first with no outputs yet), as
+        Phenix does, unless ``overwrite``; ``note`` then says so."""
         if not prefix:
             prefix = os.path.splitext(os.path.basename(model_path))[0]
         if os.sep in prefix or prefix in (".", ".."):
@@ -54,6 +62,18 @@ class OutputPaths:
             if os.path.realpath(p) in given:
                 raise QRefineError("output %s would overwrite an input file; choose "
                                    "another output.prefix= or output.dir=" % p)
+        if not overwrite and paths.exist():
+            earlier = paths
+            for n in range(1, 1000):
+                paths = cls("%s_%03d" % (prefix, n), directory or ".")
+                if not paths.exist():
+                    break
+            else:
+                raise QRefineError("outputs %s_001 .. _999 all exist in %s; choose another "
+                                   "output.prefix= or output.dir=" % (prefix, earlier.directory))
+            paths.note = ("%s is there from an earlier run, so this run's outputs are "
+                          "named %s (output.overwrite=true replaces instead)"
+                          % (os.path.basename(earlier.exist()[0]), paths.prefix))
         return paths
 
     def prepare_directory(self):
@@ -235,7 +255,7 @@ def coordinates_beyond_pdb(atoms):
         "xyz"[k], xyz[i, k])
 
 
-def write_model(model, pdb_path, cif_path, staged=None):
+def write_model(model, pdb_path, cif_path, staged=None, remarks=()):
     """Write the model as mmCIF and, when it fits the format, as PDB.
 
     A model whose coordinates PDB's 8.3f columns cannot hold (or that does
@@ -245,6 +265,9 @@ def write_model(model, pdb_path, cif_path, staged=None):
     beside it.  (A model that is out of range already when it is read is
     refused by qrefine.model_io.read_model.)  With ``staged``
     (:class:`StagedFiles`), the files appear at its commit; without, now.
+
+    ``remarks``: lines for the PDB header, written as ``REMARK   3`` records
+    (the refinement statistics, as phenix.refine writes them).
 
     Returns a list of notes (e.g. why no PDB file was written).
     """
@@ -263,7 +286,7 @@ def write_model(model, pdb_path, cif_path, staged=None):
     text = None
     if not problem:
         try:
-            text = plain.model_as_pdb()
+            text = "".join("REMARK   3 %s\n" % r[:69] for r in remarks) + plain.model_as_pdb()
         except Exception as e:  # cctbx refuses models too large for the PDB format
             problem = str(e).splitlines()[0]
     if problem:

@@ -24,8 +24,30 @@ output {
   dir = "."
     .type = path
     .help = "Directory for output files (created if needed)."
+  overwrite = False
+    .type = bool
+    .help = "Replace the outputs of an earlier run with the same prefix.  By default a "
+            "rerun numbers its outputs instead (<prefix>_001, _002, ...), as Phenix does."
 }
 """
+
+# Arguments with these endings are parameter files (PHIL), not inputs.
+PARAMS_FILE_SUFFIXES = (".eff", ".params", ".phil")
+
+
+def params_file_settings(path):
+    """What the parameter file ``path`` sets, as "key = value" strings (for
+    the log: a run must say what came from a file as well as from the command
+    line)."""
+    src = iotbx.phil.parse(file_name=path)
+    return ["%s = %s" % (d.path, " ".join(w.value for w in d.object.words))
+            for d in src.all_definitions()]
+
+
+def params_files(args):
+    """The parameter files among command-line ``args``, in order."""
+    return [a for a in args if a.endswith(PARAMS_FILE_SUFFIXES)
+            and not ("=" in a and not os.path.exists(a))]
 
 MASTER_PHIL_STR = """
 restraints = *cctbx qm
@@ -274,7 +296,7 @@ def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
                 given.append(arg)
             except Sorry as e:
                 raise QRefineError("bad value for %s: %s" % (key, e))
-        elif arg.endswith((".eff", ".params", ".phil")):
+        elif arg.endswith(PARAMS_FILE_SUFFIXES):
             if not os.path.isfile(arg):
                 # Else it became a third "input file" and the message was
                 # "too many input files".

@@ -1,12 +1,13 @@
 """The qr.refine pipeline: inputs -> model/data -> target -> minimiser ->
 validation -> outputs.  No printing: progress goes through the Reporter."""
 
+import datetime
 import os
 import time
 
-from qrefine import chem_data, model_io, params as params_mod
+from qrefine import __version__, chem_data, model_io, params as params_mod, provenance
 from qrefine.errors import QRefineError
-from qrefine.checkpoint import fingerprint
+from qrefine.checkpoint import file_sha256, fingerprint
 from qrefine.outputs import output_error, write_model
 from qrefine.protocol import run_protocol
 from qrefine.restraints.factory import build_restraints, expands_symmetry
@@ -128,6 +129,7 @@ def run(params, files, paths, reporter, argv=()):
     """Run one refinement and write its outputs; return the summary dict."""
     timings = {}
     t_start = time.time()
+    started = datetime.datetime.now()
     model_path, data_path, data_kind = classify_inputs(files)
     check_parameters(params, data_kind)
     notes = []
@@ -206,6 +208,10 @@ def run(params, files, paths, reporter, argv=()):
     inputs.update(("restraints_cif %s" % os.path.basename(c), c)
                   for c in (params.restraints_cif or []))
     ck_fingerprint = fingerprint(inputs, parameters)
+    digests = {role: (path, ck_fingerprint["inputs"][role]) for role, path in inputs.items()
+               if path is not None}
+    digests.update(("params %s" % os.path.basename(f), (f, file_sha256(f)))
+                   for f in params_mod.params_files(argv))
     try:
         start_metrics = {k: v for k, v in start.as_dict().items() if k != "notes"}
         protocol, ck = run_protocol(model, restraints, data, params, paths, reporter,
@@ -254,7 +260,9 @@ def run(params, files, paths, reporter, argv=()):
     # comes with its summary.
     t = time.time()
     staged = paths.staged
-    notes.extend(write_model(model, paths.pdb, paths.cif, staged=staged))
+    notes.extend(write_model(model, paths.pdb, paths.cif, staged=staged,
+                             remarks=refinement_remarks(params, start, final,
+                                                        protocol.chosen_weight)))
     if protocol.trials:
         staged.write(paths.weights_plot, plot_weight_search(
             [t.as_dict() for t in protocol.trials], protocol.chosen_weight,
@@ -262,6 +270,7 @@ def run(params, files, paths, reporter, argv=()):
     timings["output_s"] = time.time() - t
     timings["total_s"] = time.time() - t_start
     summary = {
+        "schema_version": provenance.SCHEMA_VERSION,
         "program": "qr.refine",
         "command": " ".join(["qr.refine"] + list(argv)),
         "inputs": {"model": os.path.abspath(model_path),
@@ -278,6 +287,11 @@ def run(params, files, paths, reporter, argv=()):
         "symmetry": symmetry,
         "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
         "notes": notes,
+        "provenance": provenance.record(
+            "qr.refine", argv, digests, started=started,
+            qm_engine=(provenance.engine(params.engine,
+                                               getattr(restraints, "method", params.method))
+                       if params.restraints == "qm" else None)),
         "outputs": {"pdb": paths.pdb if paths.pdb in staged else None,
                     "cif": paths.cif, "log": paths.log, "summary": paths.summary,
                     "weights_plot": paths.weights_plot if protocol.trials else None},
@@ -293,6 +307,20 @@ def run(params, files, paths, reporter, argv=()):
     except OSError as e:  # e.g. the directory turned read-only
         raise output_error(ck.path, e, "remove") from None
     return summary
+
+
+def refinement_remarks(params, start, final, weight):
+    """The refinement statistics for the refined PDB file's header: who
+    refined it and how, and start -> final validation."""
+    how = "restraints=%s" % params.restraints
+    if params.restraints == "qm":
+        how += " engine=%s method=%s" % (params.engine, params.method or "default")
+    lines = ["REFINEMENT PROGRAM : qrefine %s (qr.refine)" % __version__,
+             "  %s mode=%s data weight %s" % (
+                 how, params.mode, "%.4g" % weight if weight is not None else "none")]
+    table = start.format_table(other=final).split("\nNotes:")[0]
+    lines.extend("  " + row for row in table.splitlines())
+    return lines
 
 
 def _intercopy_counter(model, data_kind):

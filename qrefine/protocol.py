@@ -18,6 +18,7 @@ from scitbx.array_family import flex
 
 from qrefine.checkpoint import Checkpoint
 from qrefine.errors import QRefineError
+from qrefine.log import ProgressOnly
 from qrefine.refinement import CycleRecord, estimate_weight, refine
 from qrefine.validation import validate
 from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
@@ -260,9 +261,13 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                       ", R-free - R-work %.3f" % max_gap if max_gap is not None else ""))
 
     def run_trial(weight):
+        # The trial's refinement shows a live line on a terminal; the log
+        # gets the one trial line (save_trial).
+        live = ProgressOnly(reporter, "weight trial %d: " % (len(ck.trials) + 1))
         sites, _ = refine(sites0, restraints, data, macro_cycles=params.weights.trial_macro_cycles,
-                          weight=weight, label="  trial w=%.4g cycle" % weight,
-                          **dict(common, reporter=None))
+                          weight=weight, label="w=%.4g cycle" % weight,
+                          **dict(common, reporter=live))
+        live.progress("w=%.4g validating" % weight)
         return sites, _validate_at(model, sites, sites0, data)
 
     def save_trial(trial, trials):

@@ -54,7 +54,8 @@ def main(argv=None):
                                "most occupied conformer of each residue")
         from qrefine.finalise.outputs import FinalisePaths
         paths = FinalisePaths.for_run(model_path, params.output.prefix, params.output.dir,
-                                      inputs=files + list(params.restraints_cif or []))
+                                      inputs=files + list(params.restraints_cif or []),
+                                      overwrite=params.output.overwrite)
         return paths, lambda reporter: _run(params, model_path, paths, reporter)
 
     return logged_run("qr.finalise", argv, prepare)

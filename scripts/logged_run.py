@@ -45,6 +45,7 @@ def answer_info_request(argv, help_text, master_str, extra=None):
 def logged_run(program, argv, prepare):
     from qrefine.errors import QRefineError
     from qrefine.log import Reporter, header_lines
+    from qrefine.params import params_file_settings, params_files
     from qrefine.outputs import output_error
     reporter = None
     paths = None
@@ -58,6 +59,10 @@ def logged_run(program, argv, prepare):
             reporter = Reporter(log_path=partial_log, log_name=paths.log)
             for line in header_lines(program, argv):
                 reporter.info(line)
+            for f in params_files(argv):
+                reporter.info("parameters from %s: %s" % (f, "; ".join(params_file_settings(f))))
+            if getattr(paths, "note", None):
+                reporter.info("note: " + paths.note)
             work(reporter)
             reporter.close()
             try:

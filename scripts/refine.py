@@ -70,7 +70,8 @@ def main(argv=None):
             from qrefine.pipeline import classify_inputs
             classify_inputs(files)
         paths = OutputPaths.for_run(files[0], params.output.prefix, params.output.dir,
-                                    inputs=files + list(params.restraints_cif or []))
+                                    inputs=files + list(params.restraints_cif or []),
+                                    overwrite=params.output.overwrite)
 
         def work(reporter):
             from qrefine import pipeline

@@ -111,7 +111,7 @@ def test_model_ending_beyond_pdb_range_is_written_as_mmcif_only(tmp_path, capsys
     out = tmp_path / "out"
     out.mkdir()
     (out / "r_refined.pdb").write_text("an earlier run's model\n")
-    code, _, err = run_cli([model, "mode=opt"] + FAST + ["output.prefix=r",
+    code, _, err = run_cli([model, "mode=opt"] + FAST + ["output.prefix=r", "output.overwrite=true",
                                                           "output.dir=%s" % out], capsys)
     assert code == 0, err
     assert sorted(os.listdir(out)) == ["r.log", "r_refined.cif", "r_summary.json"]
@@ -224,7 +224,7 @@ def test_disk_full_while_writing_outputs(capsys, helix, small_disk, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(qrefine.pipeline, "write_model", fill_then_write)
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_cli(argv + ["output.overwrite=true"], capsys)
     assert_one_line_error(code, err, "cannot write %s" % (out / "r_refined."),
                           "No space left on device", "free space or choose another output.dir=")
     after = _files(out)

@@ -226,7 +226,9 @@ def test_second_run_into_the_same_prefix_is_refused(tmp_path, capsys, helix):
     lock_path = out / ".r.log.lock"
     with open(lock_path, "w") as held:  # the first run, as qr.refine holds it
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        code, _, err = run_cli([helix, "output.prefix=r", "output.dir=%s" % out], capsys)
+        # (without output.overwrite the second run would go to r_001 instead)
+        code, _, err = run_cli([helix, "output.prefix=r", "output.overwrite=true",
+                                "output.dir=%s" % out], capsys)
         assert_one_line_error(code, err, "another run", "output prefix r", str(out))
         assert first.read_text() == "the first run's model\n"
         assert sorted(os.listdir(out)) == [".r.log.lock", "r_refined.pdb"]

@@ -69,3 +69,70 @@ def test_geometry_regularisation_without_data(tmp_path, structures):
     assert s["final"]["bond_rmsd"] < s["start"]["bond_rmsd"]
     assert s["final"]["r_work"] is None and s["final"]["cc_mask"] is None
     assert s["macro_cycles"][0]["final_target"] < s["macro_cycles"][0]["start_target"]
+
+
+def test_summary_provenance_and_numbered_rerun(tmp_path, structures):
+    """The summary says what made it (versions, host, command line, inputs
+    by SHA-256, schema version); a rerun into the same prefix numbers its
+    outputs and leaves the first run's alone; output.overwrite=true replaces."""
+    import hashlib
+    from qrefine import __version__
+    model = os.path.join(structures, "xray/1us0_helix/perturbed/1.5/0.pdb")
+    out = str(tmp_path)
+    eff = tmp_path / "opt.eff"
+    eff.write_text("refine.macro_cycles = 1\n")
+    args = [model, str(eff), "mode=opt", "refine.max_iterations=5", "output.prefix=opt",
+            "output.dir=%s" % out]
+    assert main(args) == 0
+    first = open(os.path.join(out, "opt_refined.pdb")).read()
+    header = [l for l in first.splitlines() if l.startswith("REMARK   3 ")]
+    assert header[0] == "REMARK   3 REFINEMENT PROGRAM : qrefine %s (qr.refine)" % __version__
+    assert any(l.split()[2:4] == ["Bond", "RMSD"] for l in header), header
+    s = load_summary(out, "opt")
+    p = s["provenance"]
+    assert s["schema_version"] == p["schema_version"] >= 2
+    assert p["versions"]["qrefine"] == __version__ and p["versions"]["cctbx"]
+    assert p["host"]["cores"] >= 1 and p["host"]["name"]
+    assert p["command"] == "qr.refine " + " ".join(args) and p["engine"] is None
+    with open(model, "rb") as f:
+        assert p["inputs"]["model"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert p["inputs"]["params opt.eff"]["path"] == str(eff)
+    assert "data" not in p["inputs"]
+
+    assert main(args) == 0
+    assert open(os.path.join(out, "opt_refined.pdb")).read() == first
+    assert load_summary(out, "opt_001")["provenance"]["inputs"] == p["inputs"]
+    log = open(os.path.join(out, "opt_001.log")).read()
+    assert "opt_refined.pdb is there from an earlier run, so this run's outputs are " \
+        "named opt_001" in log
+    assert "parameters from %s: refine.macro_cycles = 1" % eff in log
+
+    assert main(args + ["output.overwrite=true"]) == 0
+    names = sorted(os.listdir(out))
+    assert names == ["opt.eff", "opt.log", "opt_001.log", "opt_001_refined.cif",
+                     "opt_001_refined.pdb", "opt_001_summary.json", "opt_refined.cif",
+                     "opt_refined.pdb", "opt_summary.json"], names
+
+
+def test_weight_trials_show_a_live_line(tmp_path, structures, monkeypatch):
+    """On a terminal each weight trial shows a live line (its cycles, then
+    its validation); the log keeps one plain line per trial."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr("sys.stdout", screen)
+    d = os.path.join(structures, "xray/1us0_helix")
+    out = str(tmp_path)
+    assert main([os.path.join(d, "perturbed/1.5/0.pdb"), os.path.join(d, "data.mtz"),
+                 "weights.trials=2,4", "weights.trial_macro_cycles=1", "refine.macro_cycles=1",
+                 "refine.max_iterations=5", "output.prefix=live", "output.dir=%s" % out]) == 0
+    shown = screen.getvalue()
+    assert "\r\033[Kweight trial 1: w=2 cycle 1, iteration" in shown
+    assert "\r\033[Kweight trial 2: w=4 validating" in shown
+    log = open(os.path.join(out, "live.log")).read()
+    assert "weight trial" not in log and "\033" not in log
+    assert len([l for l in log.splitlines() if l.startswith("  trial w=")]) == 2
