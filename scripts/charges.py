@@ -23,43 +23,40 @@ shell, so an odd count is reported as an error).
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine.errors import QRefineError
-    from qrefine.scripts.logged_run import answer_info_request
+    from qrefine.scripts.logged_run import answer_info_request, plain_run
     code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
     if code is not None:
         return code
-    try:
-        options = _parse(argv)
-        from qrefine import charges
-        from qrefine.model_io import read_model
-        # No restraints are built, so the monomer library is not needed.
-        model = read_model(options["model"], restraint_cifs=options["restraints_cif"],
-                           make_restraints=False)
-        rows = charges.residue_charges(model, options["ligand_charges"])
-        total = sum(r.charge for r in rows)
-        n_electrons = charges.electron_count(model, total)
-        multiplicity = options["multiplicity"]
-        out = sys.stdout
-        out.write("model: %s\n" % options["model"])
-        out.write("total charge: %+d\n" % total)
-        out.write("electrons: %d\n" % n_electrons)
-        charged = [r for r in rows if r.charge]
-        if charged:
-            out.write("charged residues (%d):\n" % len(charged))
-            for r in charged:
-                out.write("  %-10s %-4s %+d%s\n" % (r.residue, r.resname, r.charge,
-                                                   "  (%s)" % r.note if r.note else ""))
-        notes = [r for r in rows if r.note and not r.charge]
-        if notes:
-            out.write("notes:\n")
-            for r in notes:
-                out.write("  %-10s %-4s %s\n" % (r.residue, r.resname, r.note))
-        m = charges.check_multiplicity(n_electrons, multiplicity)
-        out.write("multiplicity: %d\n" % m)
-        return 0
-    except QRefineError as e:
-        sys.stderr.write("qr.charges: error: %s\n" % e)
-        return 1
+    return plain_run("qr.charges", lambda: _run(_parse(argv), sys.stdout))
+
+
+def _run(options, out):
+    from qrefine import charges
+    from qrefine.model_io import read_model
+    # No restraints are built, so the monomer library is not needed.
+    model = read_model(options["model"], restraint_cifs=options["restraints_cif"],
+                       make_restraints=False)
+    rows = charges.residue_charges(model, options["ligand_charges"])
+    total = sum(r.charge for r in rows)
+    n_electrons = charges.electron_count(model, total)
+    multiplicity = options["multiplicity"]
+    out.write("model: %s\n" % options["model"])
+    out.write("total charge: %+d\n" % total)
+    out.write("electrons: %d\n" % n_electrons)
+    charged = [r for r in rows if r.charge]
+    if charged:
+        out.write("charged residues (%d):\n" % len(charged))
+        for r in charged:
+            out.write("  %-10s %-4s %+d%s\n" % (r.residue, r.resname, r.charge,
+                                               "  (%s)" % r.note if r.note else ""))
+    notes = [r for r in rows if r.note and not r.charge]
+    if notes:
+        out.write("notes:\n")
+        for r in notes:
+            out.write("  %-10s %-4s %s\n" % (r.residue, r.resname, r.note))
+    m = charges.check_multiplicity(n_electrons, multiplicity)
+    out.write("multiplicity: %d\n" % m)
+    return 0
 
 
 MASTER_PHIL_STR = """

@@ -71,24 +71,14 @@ output {
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine.errors import QRefineError
-    from qrefine.scripts.logged_run import answer_info_request
+    from qrefine.scripts.logged_run import answer_info_request, plain_run
     code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
     if code is not None:
         return code
-    try:
+    def work():
         run(argv)
-        return 0
-    except QRefineError as e:
-        sys.stderr.write("qr.comparama: error: %s\n" % e)
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("qr.comparama: interrupted\n")
-        return 130
-    except Exception as e:  # a bug, not bad input
-        sys.stderr.write("qr.comparama: internal error: %s: %s\n"
-                         % (type(e).__name__, " ".join(str(e).split())[:300]))
-        return 2
+
+    return plain_run("qr.comparama", work)
 
 
 def run(argv):

@@ -25,17 +25,11 @@ implicit solvent name, or none for vacuum; default: the engine's).
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine.errors import QRefineError
-    from qrefine.scripts.logged_run import answer_info_request
+    from qrefine.scripts.logged_run import answer_info_request, plain_run
     code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
     if code is not None:
         return code
-    try:
-        options = _parse(argv)
-        return _run(options, sys.stdout)
-    except QRefineError as e:
-        sys.stderr.write("qr.fragments: error: %s\n" % e)
-        return 1
+    return plain_run("qr.fragments", lambda: _run(_parse(argv), sys.stdout))
 
 
 def _run(o, out):

@@ -1,4 +1,5 @@
-"""The error and log handling every logging command shares.
+"""The error and log handling every command shares (``logged_run`` for those
+that write a log, ``plain_run`` for the others).
 
 ``logged_run(program, argv, prepare)``: ``prepare()`` checks the arguments and
 returns ``(paths, work)``; ``work(reporter)`` does the job.  The log is written
@@ -40,6 +41,27 @@ def answer_info_request(argv, help_text, master_str, extra=None):
     if extra and first in extra:
         return extra[first]()
     return None
+
+
+def plain_run(program, work):
+    """The runner of commands that write no log (qr.comparama, qr.charges,
+    qr.fragments, qr.setup): ``work()`` returns the exit code (None: 0).
+    The same endings as :func:`logged_run`: bad input is one line on stderr
+    and exit 1, an interruption 130, a bug one line and exit 2."""
+    from qrefine.errors import QRefineError
+    try:
+        code = work()
+        return 0 if code is None else code
+    except QRefineError as e:
+        sys.stderr.write("%s: error: %s\n" % (program, e))
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("%s: interrupted\n" % program)
+        return 130
+    except Exception as e:  # a bug, not bad input
+        sys.stderr.write("%s: internal error: %s: %s\n"
+                         % (program, type(e).__name__, " ".join(str(e).split())[:300]))
+        return 2
 
 
 def logged_run(program, argv, prepare):

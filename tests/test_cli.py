@@ -237,3 +237,42 @@ def test_second_run_into_the_same_prefix_is_refused(tmp_path, capsys, helix):
     code, _, err = run_cli([str(tmp_path / "nope.pdb"), "output.prefix=r",
                             "output.dir=%s" % out], capsys)
     assert code == 1 and sorted(os.listdir(out)) == ["r_refined.pdb"]
+
+
+COMMANDS = {  # command -> (module, arguments naming a file that is not there)
+    "qr.refine": ("refine", ["{missing}"]),
+    "qr.finalise": ("finalise", ["{missing}"]),
+    "qr.comparama": ("comparama", ["{missing}", "{missing}"]),
+    "qr.fragments": ("fragments", ["{missing}"]),
+    "qr.charges": ("charges", ["{missing}"]),
+    "qr.setup": ("setup_chem_data", ["chem_data={missing}"]),
+}
+
+
+@pytest.mark.parametrize("program", sorted(COMMANDS))
+def test_every_command_shares_the_runner(program, tmp_path, capsys, monkeypatch, test_data):
+    """All six commands answer --help and --version alike, end bad input in
+    one line and exit 1, and a bug in one line and exit 2 (no traceback)."""
+    import importlib
+    name, args = COMMANDS[program]
+    main = importlib.import_module("qrefine.scripts." + name).main
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("qrefine ")
+    assert main(["--help"]) == 0
+    assert program in capsys.readouterr().out
+    missing = str(tmp_path / "nope.pdb")
+    monkeypatch.chdir(tmp_path)
+    code = main([a.format(missing=missing) for a in args])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(program + ": error: ") and "nope.pdb" in err, err
+    assert len(err.splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+
+    import qrefine.scripts.logged_run as runner
+
+    def bug():
+        raise ZeroDivisionError("a bug")
+
+    assert runner.plain_run(program, bug) == 2
+    err = capsys.readouterr().err
+    assert err == "%s: internal error: ZeroDivisionError: a bug\n" % program
