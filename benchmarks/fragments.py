@@ -40,7 +40,7 @@ def load(name):
 
 
 def fragment_source(model, method, clusters, buffer, nproc):
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     return FragmentQMRestraints(model, "xtb", method, max_cluster_residues=clusters,
                                 buffer=buffer, nproc=nproc)
 

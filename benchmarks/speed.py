@@ -84,7 +84,7 @@ def whole_seconds(model, sites, method):
 
 def clustered_seconds(model, sites, method, nproc):
     """(cold s, warm s, clusters, mean fragment atoms) of one clustered gradient."""
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     source = FragmentQMRestraints(model, "xtb", method, nproc=nproc)
     try:
         source.cluster(sites)

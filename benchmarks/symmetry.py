@@ -5,7 +5,7 @@ around one crystal contact, H-capped where cut from the chain: the
 construction of tests/test_symmetry.py; with --uncharged, only residues
 without a formal charge around the closest contact between such residues)
 is computed with the H-capped
-symmetry copies within each --radii (qrefine.symmetry, as qr.refine does),
+symmetry copies within each --radii (qrefine.restraints.symmetry, as qr.refine does),
 and compared with the central copy among every residue of an explicit P1
 super-cell within --reference A (built by brute force, capped
 independently).  The table gives the per-atom gradient error (RMS, 95th
@@ -59,7 +59,8 @@ def cached(path, compute):
 
 
 def truncation_rows(name, method, radii, reference, out, uncharged=False):
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     model = constructions._small_capped_asu(os.path.join(DATA, "structures"), name,
                                             uncharged=uncharged)
     if uncharged:
@@ -95,7 +96,8 @@ def truncation_rows(name, method, radii, reference, out, uncharged=False):
 
 def far_copy_rows():
     """GFN-FF gradient of whole 5bmi with and without a far-away copy."""
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     model = read_model("structures/" + constructions.SETS["5bmi"][0])
     x = model.get_sites_cart().as_numpy_array()
     n = len(x)

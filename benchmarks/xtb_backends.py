@@ -138,7 +138,8 @@ def main(argv=None):
 
 
 def atoms_of(hierarchy):
-    from qrefine.charges import first_conformer_atoms, _element
+    from qrefine.charges import first_conformer_atoms
+    from qrefine.model.elements import element_of as _element
     from ase.data import atomic_numbers
     import numpy as np
     atoms = first_conformer_atoms(hierarchy)

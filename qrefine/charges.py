@@ -53,6 +53,7 @@ without cctbx.
 import collections
 
 from qrefine.errors import QRefineError
+from qrefine.model.elements import element_of
 
 # Single-atom ions by residue name (PDB chemical component ids).  FE is
 # Fe(III) and FE2 Fe(II), CU is Cu(II) and CU1 Cu(I), as the PDB defines them.
@@ -138,7 +139,7 @@ def residue_charges(model, ligand_charges=None):
     sg_sites = [(r, r.site("SG")) for r in residues
                 if _ALIASES.get(r.resname, r.resname) == "CYS" and r.site("SG") is not None]
     # Any sulfur can close a disulfide (MTSL spin labels, CoA, ...).
-    s_sites = [(r, a.xyz) for r in residues for a in r.atoms if _element(a) == "S"]
+    s_sites = [(r, a.xyz) for r in residues for a in r.atoms if element_of(a) == "S"]
     symmetry_bonded = _symmetry_disulfides(model, sg_sites)
     dictionary = _DictionaryCharges(restraint_objects)
     out = []
@@ -179,7 +180,7 @@ def electron_count(atoms, charge=0):
         numbers = []
         for a in atoms:
             if hasattr(a, "element"):
-                a = _element(a)
+                a = element_of(a)
             if isinstance(a, str):
                 symbol = a.strip().capitalize()
                 if symbol == "D":
@@ -253,21 +254,6 @@ def _hierarchy_and_cifs(model):
                     % type(model).__name__)
 
 
-def _element(atom):
-    e = atom.element.strip().upper()
-    if not e:
-        # No element column: the PDB name field puts the element in columns
-        # 13-14, right-justified ("ZN  ", " CA ", "HG21" is an H).
-        name = atom.name.upper().ljust(4)
-        if name[0] in " 0123456789":
-            e = name[1]
-        elif name[0] in "HD" and len(name.strip()) == 4:
-            e = "H"
-        else:
-            e = name[:2].strip()
-    return "H" if e == "D" else e
-
-
 def _h_name(name):
     """Deuterium names as hydrogen names (DZ1 -> HZ1)."""
     return "H" + name[1:] if name.startswith("D") else name
@@ -287,7 +273,7 @@ class _Conformer:
         self.atoms = list(atoms)
         for a in self.atoms:
             name = a.name.strip().upper()
-            if _element(a) == "H":
+            if element_of(a) == "H":
                 self.n_h += 1
                 self.h_names.add(_h_name(name))
             else:

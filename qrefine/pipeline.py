@@ -7,6 +7,7 @@ import time
 
 from qrefine import __version__, chem_data, model_io, params as params_mod, provenance
 from qrefine.errors import QRefineError
+from qrefine.finalise.readiness import require_qm_ready
 from qrefine.checkpoint import file_sha256, fingerprint
 from qrefine.outputs import output_error, write_model
 from qrefine.protocol import run_protocol
@@ -172,6 +173,8 @@ def run(params, files, paths, reporter, argv=()):
 
     t = time.time()
     limit_engine_threads(params)
+    if params.restraints == "qm":
+        require_qm_ready(model, model_path)
     restraints = build_restraints(model, model_path, params, paths.failed_dir,
                                   reporter=reporter, data_kind=data_kind)
     if hasattr(restraints, "fragments"):

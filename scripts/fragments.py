@@ -34,7 +34,7 @@ def main(argv=None):
 
 def _run(o, out):
     import numpy as np
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.model_io import read_model
     model = read_model(o["model"], make_restraints=False)
     sites = np.array(model.get_sites_cart())

@@ -159,7 +159,7 @@ def _whole_gradient(model, sites, method="GFN-FF"):
 
 def test_fragment_gradient_matches_whole_model(helix_model):
     xtb_or_skip()
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     sites = np.array(helix_model.get_sites_cart())
     reference = _whole_gradient(helix_model, sites)
     source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=5, buffer=8.0)
@@ -177,7 +177,7 @@ def test_fragment_gradient_matches_whole_model(helix_model):
 
 def test_parallel_equals_serial(helix_model):
     xtb_or_skip()
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     sites = np.array(helix_model.get_sites_cart())
     serial = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=4, buffer=3.0)
     parallel = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=4,
@@ -198,7 +198,7 @@ def test_minimisation_lowers_the_whole_model_energy(helix_model):
     """L-BFGS with QM step control (as qr.refine runs it) on the fragment
     source (line-integral value) lowers the true energy."""
     xtb_or_skip()
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.minimizer import lbfgs
     from qrefine.protocol import QM_MAX_STEP
     from qrefine.restraints.qm import QMRestraints
@@ -223,7 +223,7 @@ def test_value_is_continuous_when_a_line_search_backtracks(helix_model):
     """A long trial step and back: the value near the start of the line must
     come back to the start value (integrated from the nearest point)."""
     xtb_or_skip()
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     x = np.array(helix_model.get_sites_cart())
     source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", max_cluster_residues=5,
                                   buffer=4.0)

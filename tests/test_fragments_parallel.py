@@ -29,7 +29,7 @@ EVALUATION_TIMEOUT = 120.0  # s; fail, not hang
 SLOW_PRELOAD = """
 import time
 import qrefine  # noqa: F401  (cctbx before scipy)
-from qrefine.fragments import executors
+from qrefine.restraints import executors
 
 # Dask may import a preload file more than once: wrap the original only once.
 original = getattr(executors._Calculators, "unslowed_compute", executors._Calculators.compute)
@@ -54,7 +54,7 @@ def serial_results(helix_model, structures):
     recluster shift)."""
     xtb_or_skip()
     import iotbx.pdb
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     sites = np.array(helix_model.get_sites_cart())
     source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", **CLUSTER)
     moved = iotbx.pdb.input(os.path.join(structures, "xray/1us0_helix/perturbed/0.3/1.pdb")) \
@@ -150,7 +150,7 @@ def dask_cluster(tmp_path_factory):
 
 
 def test_dask_equals_serial(helix_model, serial_results, dask_cluster):
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     points, expected = serial_results
     source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", backend="dask",
                                   scheduler=dask_cluster.address, **CLUSTER)
@@ -170,8 +170,8 @@ def test_dask_equals_serial(helix_model, serial_results, dask_cluster):
 
 
 def test_dask_worker_killed_during_evaluation(helix_model, serial_results, dask_cluster):
-    from qrefine.fragments.dask_executor import DaskExecutor
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.dask_executor import DaskExecutor
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     points, expected = serial_results
     killed = []
 
@@ -201,7 +201,7 @@ def test_dask_worker_killed_during_evaluation(helix_model, serial_results, dask_
 
 def test_dask_bad_scheduler_is_one_line_error():
     pytest.importorskip("distributed")
-    from qrefine.fragments.dask_executor import DaskExecutor
+    from qrefine.restraints.dask_executor import DaskExecutor
     with pytest.raises(QRefineError) as e:
         DaskExecutor("xtb", "GFN-FF", scheduler="tcp://127.0.0.1:1", connect_timeout=2)
     assert "parallel.scheduler=" in str(e.value) and "\n" not in str(e.value)
@@ -210,7 +210,7 @@ def test_dask_bad_scheduler_is_one_line_error():
 # -- local worker processes --------------------------------------------------------
 
 def test_process_worker_killed_between_and_during(helix_model, serial_results):
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     points, expected = serial_results
     killed = []
 
@@ -302,7 +302,7 @@ def test_missing_dask_names_the_extra(monkeypatch):
 
 def test_progress_line(helix_model, serial_results):
     import io
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.log import Reporter
 
     class Terminal(io.StringIO):
@@ -323,7 +323,7 @@ def test_progress_line(helix_model, serial_results):
 def test_workers_are_capped_at_the_cores_and_the_fragments(helix_model, serial_results):
     """nproc=10000 starts one worker per usable core, not 10000, and the
     gradient is the serial one; with one fragment, one worker starts."""
-    from qrefine.fragments.restraints import FragmentQMRestraints, usable_cores
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints, usable_cores
     points, expected = serial_results
     source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", nproc=10000, **CLUSTER)
     try:
@@ -350,7 +350,7 @@ def test_failed_fragments_get_their_own_folders(helix_model, tmp_path, caplog):
     error names one of those folders, and each retry is logged."""
     import logging
     import shutil
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     if shutil.which("mopac") is None:
         pytest.skip("mopac is not installed (apt-get install mopac)")
     failed = tmp_path / "failed"
@@ -395,7 +395,7 @@ def test_worker_deaths_do_not_change_the_refined_model(helix_model, structures):
     one killed in its 3rd evaluation and the other in its 6th, ends at the
     very model of an undisturbed run."""
     import iotbx.pdb
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.refinement import refine
     start = iotbx.pdb.input(os.path.join(structures, "xray/1us0_helix/perturbed/0.3/1.pdb")) \
         .atoms().extract_xyz().as_numpy_array()
@@ -432,7 +432,7 @@ def test_worker_deaths_do_not_change_the_refined_model(helix_model, structures):
 def test_fragments_go_to_workers_largest_first():
     # Job order small, small, big on two workers: in order, the big one
     # would join a small one (loads 9 and 1); largest first keeps it alone.
-    from qrefine.fragments.executors import assign_workers, fragment_cost
+    from qrefine.restraints.executors import assign_workers, fragment_cost
     costs = {"a": fragment_cost("C"), "b": fragment_cost("C"), "c": fragment_cost("CCC")}
     loads = [0.0, 0.0]
     owners = assign_workers(costs, loads)

@@ -1,4 +1,4 @@
-"""Crystal symmetry for QM restraints (qrefine.symmetry).
+"""Crystal symmetry for QM restraints (qrefine.restraints.symmetry).
 
 The physics test compares the expanded model with the central copy of an
 explicit P1 super-cell built by brute force (every space-group operator
@@ -48,7 +48,8 @@ def _small_asu(structures, name, pad=5.0, uncharged=False):
     charge, and only such residues."""
     from scipy.spatial import cKDTree
     from scitbx.array_family import flex
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     full = _read(structures, name)
     fx = full.get_sites_cart().as_numpy_array()
     residues = symmetry.residue_atoms(full)
@@ -79,9 +80,9 @@ def _small_capped_asu(structures, name, pad=5.0, uncharged=False):
     whose SCF couples them across any distance, so only closed shells show
     the truncation error itself."""
     import iotbx.pdb
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     from qrefine.fragments.capping import cap_distance
-    from qrefine.fragments.graph import _element
+    from qrefine.model.elements import element_of
     full = _read(structures, name)
     small = _small_asu(structures, name, pad, uncharged)
     fx = full.get_sites_cart().as_numpy_array()
@@ -94,7 +95,7 @@ def _small_capped_asu(structures, name, pad=5.0, uncharged=False):
     hierarchy = small.get_hierarchy().deep_copy()
     by_id = {a.id_str(): a for a in hierarchy.atoms()}
     n_caps = 0
-    for a, b in symmetry.inter_residue_bonds(fx, residue_of, [_element(a) for a in fatoms],
+    for a, b in symmetry.inter_residue_bonds(fx, residue_of, [element_of(a) for a in fatoms],
                                              symmetry.residue_names(full)):
         for i, o in ((a, b), (b, a)):
             if inside[i] and not inside[o]:
@@ -103,7 +104,7 @@ def _small_capped_asu(structures, name, pad=5.0, uncharged=False):
                 cap = iotbx.pdb.hierarchy.atom()
                 cap.set_name(" HX%d" % (n_caps % 10))
                 cap.set_element(" H")
-                cap.set_xyz(tuple(fx[i] + cap_distance(_element(fatoms[i])) * u / np.linalg.norm(u)))
+                cap.set_xyz(tuple(fx[i] + cap_distance(element_of(fatoms[i])) * u / np.linalg.norm(u)))
                 cap.set_occ(1.0)
                 cap.set_b(20.0)
                 by_id[fatoms[i].id_str()].parent().append_atom(cap)
@@ -117,14 +118,15 @@ def _brute_force_environment(model, radius):
     super-cell images (:func:`_supercell_copies`) with an atom within
     ``radius`` of the model, H-capped where a residue's bonded neighbour in
     the same image is left out; caps are placed on the image's own atoms,
-    not through :class:`qrefine.symmetry.SymmetryEnvironment`."""
+    not through :class:`qrefine.restraints.symmetry.SymmetryEnvironment`."""
     from scipy.spatial import cKDTree
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     from qrefine.fragments.capping import cap_distance
-    from qrefine.fragments.graph import _element
+    from qrefine.model.elements import element_of
     x = model.get_sites_cart().as_numpy_array()
     atoms = list(model.get_hierarchy().atoms())
-    elements = [_element(a) for a in atoms]
+    elements = [element_of(a) for a in atoms]
     symbols = [a.element.strip().capitalize() for a in atoms]
     residues = symmetry.residue_atoms(model)
     residue_of = np.empty(len(x), dtype=int)
@@ -208,7 +210,7 @@ def test_environment_is_complete_and_exact(structures, name):
     """Every residue copy with an atom within the radius is found (brute
     force over all operators and lattice shifts), and no other."""
     from scipy.spatial import cKDTree
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     model = _read(structures, name)
     assert str(model.crystal_symmetry().space_group_info()) == SETS[name][1]
     x = model.get_sites_cart().as_numpy_array()
@@ -229,7 +231,7 @@ def test_copies_move_rigidly_with_the_model(structures):
     """Environment sites follow the model through their operators (checked
     against cctbx's own fractional operator), for any model displacement."""
     from scitbx.array_family import flex
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     model = _read(structures, "5c11")
     x = model.get_sites_cart().as_numpy_array()
     env = symmetry.model_environment(model, 4.0, caps=False)
@@ -255,7 +257,7 @@ def test_copies_move_rigidly_with_the_model(structures):
 def test_map_gradient_is_the_chain_rule(structures):
     """d E(model, env(model)) / d model = direct + map_gradient(env part),
     checked by finite differences."""
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     model = _read(structures, "5bmi")
     x = model.get_sites_cart().as_numpy_array()
     env = symmetry.model_environment(model, 3.0)
@@ -288,7 +290,7 @@ def test_direct_rule_matches_p1_supercell(structures, name):
     gradient in model + environment equals the central copy's gradient in an
     explicit P1 super-cell (measured: < 1e-9 kcal/mol/A); adding the copies'
     mapped-back gradients (in full or half) does not."""
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     model = _read(structures, name)
     x = model.get_sites_cart().as_numpy_array()
     n = len(x)
@@ -310,7 +312,7 @@ def test_gfnff_expanded_model_matches_brute_force_supercell(structures, name):
     unit equals the central copy's in the same residues taken from an
     explicit P1 super-cell (the same truncation rule), to 1e-6 kcal/mol/A."""
     from scipy.spatial import cKDTree
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     from qrefine.charges import electron_count
     from qrefine.restraints.qm import QMRestraints
     _xtb_or_skip()
@@ -351,7 +353,8 @@ def test_capped_environment_matches_brute_force_supercell(structures, name):
     expanded model with its H-capped copies (symmetry.radius 6 A) gives the
     central copy the gradient it has among the same residues of an explicit
     P1 super-cell, capped independently (measured: < 1e-5 kcal/mol/A)."""
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     _xtb_or_skip()
     model = _small_capped_asu(structures, name)
     x = model.get_sites_cart().as_numpy_array()
@@ -398,7 +401,8 @@ def test_expanded_model_matches_a_complete_supercell(structures, name, method):
     atom (reached: GFN2 0.027 / 0.016, GFN-FF 0.020 / 0.034).  Charged
     residues are left out because the field of charged copies converges far
     more slowly (README "Crystal symmetry")."""
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     from qrefine.restraints.qm import QMRestraints
     _xtb_or_skip()
     model = _small_capped_asu(structures, name, uncharged=True)
@@ -439,7 +443,8 @@ def test_truncation_error_against_a_complete_environment(structures):
     unit alone: RMS 1.7, largest 10.  The tail converges slowly: against
     20 A (1557 atoms) the 6 A error is 0.051 / 0.175 and the 16 A one
     0.027 / 0.077 (benchmarks/symmetry.py, README "Crystal symmetry")."""
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     _xtb_or_skip()
     model = _small_capped_asu(structures, "5bmi")
     x = model.get_sites_cart().as_numpy_array()
@@ -462,7 +467,7 @@ def test_truncation_error_against_a_complete_environment(structures):
 # -- special positions, rules, parameters -------------------------------------
 
 def test_special_position_is_refused_naming_the_atom():
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     model = _model_from_lines([
         "CRYST1   45.500   45.500   33.200  90.00  90.00  90.00 P 4 2 2",
         "HETATM    1 ZN    ZN A   1       0.000   0.000   5.000  1.00 20.00          ZN",
@@ -473,7 +478,7 @@ def test_special_position_is_refused_naming_the_atom():
 
 
 def test_overlapping_copies_are_refused():
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     # 0.3 A off a twofold axis: not special for cctbx at 0.2 A, overlaps its copy.
     sites = np.array([[0.15, 0.0, 5.0], [10.0, 12.0, 7.0]])
     from cctbx import crystal
@@ -486,7 +491,7 @@ def test_rules_and_value_consistency():
     """The "sum" rule is the gradient of the whole system's energy; the
     "direct" value is the line integral of the direct gradient."""
     from cctbx import crystal
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
 
     class PairQM:  # a stand-in for QMRestraints: LJ, kcal/mol
         charge, multiplicity, method = 0, 1, "LJ"
@@ -575,8 +580,8 @@ def test_fragment_buffers_include_symmetry_copies(structures):
     takes in everything, every fragment is the whole expanded system and the
     assembled gradient equals the whole-model "direct" gradient; with a
     short buffer, copies join buffers (capped) but never clusters."""
-    from qrefine import symmetry
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints import symmetry
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     _xtb_or_skip()
     model = _small_asu(structures, "5c11")
     x = model.get_sites_cart().as_numpy_array()
@@ -610,7 +615,8 @@ def test_caps_close_the_environment(structures):
     """Copies cut from their chains are capped: each cap H lies on the bond
     toward the image of the missing neighbour at the X-H cap distance, and
     the model plus its capped environment has an even electron count."""
-    from qrefine import charges, symmetry
+    from qrefine import charges
+    from qrefine.restraints import symmetry
     model = _read(structures, "5c11")
     x = model.get_sites_cart().as_numpy_array()
     env = symmetry.model_environment(model, 4.0)
@@ -658,10 +664,10 @@ def test_build_restraints_wires_the_environment(structures, tmp_path):
     environment (charges of the copied residues added); fragments get it as
     buffer candidates; symmetry.expand=false leaves the model alone."""
     from qrefine import charges, model_io, params as params_mod
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.restraints.factory import build_restraints
     from qrefine.restraints.qm import QMRestraints
-    from qrefine.symmetry import SymmetryQMRestraints
+    from qrefine.restraints.symmetry import SymmetryQMRestraints
     _xtb_or_skip()
     path = os.path.join(structures, SETS["5bmi"][0])
     cif = os.path.join(structures, "xray", "5bmi", "data_MTN.cif")
@@ -694,10 +700,10 @@ def test_dual_level_includes_the_copies(structures, tmp_path):
     with the same copies as the QM level (direct rule for both), whole
     model or fragments."""
     from qrefine import model_io, params as params_mod
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.restraints.dual_level import DualLevelRestraints
     from qrefine.restraints.factory import build_restraints
-    from qrefine.symmetry import SymmetryQMRestraints
+    from qrefine.restraints.symmetry import SymmetryQMRestraints
     _xtb_or_skip()
     path = os.path.join(structures, SETS["5bmi"][0])
     cif = os.path.join(structures, "xray", "5bmi", "data_MTN.cif")
@@ -727,7 +733,7 @@ def test_dual_level_with_copies_ends_at_the_crystal_qm_stationary_point(structur
     copies (3ds1's uncharged small asymmetric unit, 6 A): the largest GFN2
     direct gradient falls from 238 to about 2.4 kcal/mol/A in 14 QM calls
     (measured), the model's QM minimum among its fixed-shape copies."""
-    from qrefine import symmetry
+    from qrefine.restraints import symmetry
     from qrefine.refinement import refine
     from qrefine.restraints.dual_level import DualLevelRestraints
     from qrefine.restraints.qm import QMRestraints
@@ -801,12 +807,12 @@ def test_h_contacts_and_amino_acid_clashes_are_not_bonds(structures):
     to cap (3ds1: ALA A 228 H ... HOH S 88 O, 1.26 A, used to stop the
     expansion with "no H-cap bond length for element H"); between amino
     acids only peptide and disulfide links count, as in the fragment graph."""
-    from qrefine import symmetry
-    from qrefine.fragments.graph import _element
+    from qrefine.restraints import symmetry
+    from qrefine.model.elements import element_of
     model = _read(structures, "3ds1")
     x = model.get_sites_cart().as_numpy_array()
     atoms = list(model.get_hierarchy().atoms())
-    elements = [_element(a) for a in atoms]
+    elements = [element_of(a) for a in atoms]
     residue_of = np.empty(len(x), dtype=int)
     for k, r in enumerate(symmetry.residue_atoms(model)):
         residue_of[r] = k
@@ -817,7 +823,7 @@ def test_h_contacts_and_amino_acid_clashes_are_not_bonds(structures):
     assert len(bonds) >= 80   # the peptide links of its chain
     assert not any("H" in (elements[a], elements[b]) for a, b in bonds)
     names = symmetry.residue_names(model)
-    from qrefine.fragments.graph import _is_amino_acid
+    from qrefine.fragments.graph import is_amino_acid as _is_amino_acid
     for a, b in bonds:
         if _is_amino_acid(names[residue_of[a]]) and _is_amino_acid(names[residue_of[b]]):
             assert {elements[a], elements[b]} in ({"C", "N"}, {"S"})

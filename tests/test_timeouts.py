@@ -102,7 +102,7 @@ def test_an_in_process_engine_over_its_limit_ends_its_worker(helix_model, tmp_pa
     more try, ended again; the error names the fragment and keeps its input."""
     from common import xtb_or_skip
     xtb_or_skip()
-    from qrefine.fragments.restraints import FragmentQMRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
     failed = tmp_path / "failed"
     source = FragmentQMRestraints(helix_model, "xtb", "GFN2-xTB", options={"timeout": 0.001},
                                   nproc=1, failed_dir=str(failed), max_cluster_residues=4,

@@ -32,6 +32,7 @@ import numpy as np
 from ase.data import atomic_numbers, covalent_radii
 
 from qrefine.errors import QRefineError
+from qrefine.model.elements import element_of
 
 COVALENT = 10.0
 DISULFIDE = 15.0
@@ -43,12 +44,12 @@ COVALENT_TOLERANCE = 0.45   # A beyond the sum of covalent radii
 HBOND_H_CUTOFF = 2.5        # A, H ... acceptor
 HBOND_HEAVY_CUTOFF = 3.5    # A, donor ... acceptor when the model has no H
 
-_NONMETALS = {"H", "B", "C", "N", "O", "F", "SI", "P", "S", "CL", "AS", "SE", "BR",
+NONMETALS = {"H", "B", "C", "N", "O", "F", "SI", "P", "S", "CL", "AS", "SE", "BR",
               "TE", "I", "HE", "NE", "AR", "KR", "XE"}
 _POLAR = {"N", "O"}
 
 
-def _is_amino_acid(resname):
+def is_amino_acid(resname):
     from iotbx.pdb import common_residue_names_get_class
     return common_residue_names_get_class(resname) in (
         "common_amino_acid", "modified_amino_acid", "d_amino_acid")
@@ -70,7 +71,7 @@ def _plausible_link(residues, res_of, ea, eb, a, b):
     if ea in ("H", "D") or eb in ("H", "D"):
         return True  # H contacts are handled (and never linked) by the caller
     ra, rb = residues[int(res_of[a])], residues[int(res_of[b])]
-    if not (_is_amino_acid(ra.resname) and _is_amino_acid(rb.resname)):
+    if not (is_amino_acid(ra.resname) and is_amino_acid(rb.resname)):
         return True  # ligands, nucleotides, metals: trust the distance
     return is_amino_acid_link(ea, eb)
 
@@ -146,7 +147,7 @@ def model_residues(model):
                     % (chain.id, rg.resseq.strip(), rg.icode.strip()))
             idx = []
             for atom in rg.atoms():
-                elements[atom.i_seq] = _element(atom)
+                elements[atom.i_seq] = element_of(atom)
                 idx.append(atom.i_seq)
             label = "%s %s%s" % (chain.id.strip() or "_", rg.resseq.strip(), rg.icode.strip())
             residues.append(Residue(len(residues), label, rg.atom_groups()[0].resname.strip(),
@@ -190,7 +191,7 @@ def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None, residu
     elements = np.array(elements)
     radii = np.array([covalent_radii[atomic_numbers.get(e.capitalize(), 0)] for e in elements])
     is_h = elements == "H"
-    is_metal = np.array([e not in _NONMETALS for e in elements])
+    is_metal = np.array([e not in NONMETALS for e in elements])
     has_h = bool(is_h.any())
 
     tree = cKDTree(xyz)
@@ -267,7 +268,7 @@ def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None, residu
 
 def extended_residues(model, environment):
     """``(residues, elements)`` of the model followed by its symmetry copies
-    (a :class:`~qrefine.symmetry.SymmetryEnvironment`): model residues keep
+    (a :class:`~qrefine.restraints.symmetry.SymmetryEnvironment`): model residues keep
     their indices and atom indices; copy residue ``c`` is node ``R + c``
     with atoms ``N + ...`` in the order of ``environment.sites``, labelled
     with its operator, its H caps included (they are part of the copy)."""
@@ -280,15 +281,3 @@ def extended_residues(model, environment):
         out.append(Residue(n_res + c, "%s [%s]" % (res.label, environment.operators[k].label),
                            res.resname, atoms))
     return out, list(elements) + environment.symbols(elements)
-
-
-def _element(atom):
-    e = atom.element.strip().upper()
-    if not e:
-        name = atom.name
-        e = name[:2].strip().upper() if name[0] != " " else name[1].upper()
-        if e and e[0] == "H" and len(name.strip()) == 4:
-            e = "H"
-    if e == "D":
-        e = "H"
-    return e

@@ -5,42 +5,11 @@ import inspect
 
 from qrefine import engines
 from qrefine.errors import QRefineError
+from qrefine.model.elements import symbol_of
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 
 # qm.* parameters and the engine keyword each one becomes.
 QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis", "density_fit")
-
-
-def require_single_conformer(model, path):
-    """QM computes one molecule: refuse alternate conformations up front,
-    naming them.  (The electron count would be of one conformer while the
-    engine got both, so no multiplicity= could ever fit.)"""
-    from qrefine.finalise.altlocs import residues_with_alternatives
-    residues = ["%s %s%s" % (rg.atom_groups()[0].resname.strip(), rg.parent().id.strip(),
-                             rg.resid().strip())
-                for rg in residues_with_alternatives(model.get_hierarchy())]
-    if residues:
-        raise QRefineError("model %s has alternate conformations in %d residue(s) (%s%s); "
-                           "QM restraints need one conformer: run qr.finalise %s first, "
-                           "which keeps the most occupied one" % (
-                               path, len(residues), ", ".join(residues[:3]),
-                               ", ..." if len(residues) > 3 else "", path))
-
-
-def require_hydrogens(model, path):
-    """QM needs every H the monomer library expects (with the protonation
-    states the model's own H imply): refuse a model that lacks any."""
-    from qrefine.finalise import missing_hydrogens
-    hd = model.get_hd_selection()
-    if hd.count(True) == 0:
-        raise QRefineError("model %s has no hydrogen atoms; QM restraints need a complete "
-                           "model: run qr.finalise %s first" % (path, path))
-    missing = missing_hydrogens(model)
-    if missing:
-        label, names = missing[0]
-        raise QRefineError("model %s lacks hydrogens in %d residue(s), first %s (%s); QM "
-                           "restraints need a complete model: run qr.finalise %s first" % (
-                               path, len(missing), label, " ".join(names[:4]), path))
 
 
 def engine_options(module, qm_params):
@@ -123,7 +92,7 @@ def check_parallel(params, clustering=None):
         if not scheduler:
             raise QRefineError("parallel.backend=dask needs the address of a running Dask "
                                "scheduler: set parallel.scheduler=tcp://host:8786")
-        from qrefine.fragments.dask_executor import import_distributed
+        from qrefine.restraints.dask_executor import import_distributed
         import_distributed()
     elif scheduler:
         raise QRefineError("parallel.scheduler=%s is only used with parallel.backend=dask; "
@@ -133,7 +102,7 @@ def check_parallel(params, clustering=None):
 
 def expands_symmetry(model, params, data_kind=None):
     """Whether QM restraints include the crystal's symmetry copies
-    (:mod:`qrefine.symmetry`).  Never with a map or without restraints=qm.
+    (:mod:`qrefine.restraints.symmetry`).  Never with a map or without restraints=qm.
     ``symmetry.expand=None`` (default): for a crystal whose space group is
     not P1; True: also P1 (its lattice translations), e.g. a real P1
     crystal; False: never.  A P1 model is often a molecule in a box (the
@@ -154,8 +123,7 @@ def _symbols_and_charge(model, params):
     """Element symbols for a whole-model QM system (deuterium is hydrogen to
     the electrons) and its total charge (charge=, else from the residues)."""
     from qrefine import charges
-    symbols = ["H" if s == "D" else s for s in
-               (a.element.strip().capitalize() for a in model.get_hierarchy().atoms())]
+    symbols = [symbol_of(a) for a in model.get_hierarchy().atoms()]
     charge = params.charge if params.charge is not None else charges.total_charge(model)
     return symbols, charge
 
@@ -183,7 +151,7 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
         # The cheap level sees the same copies (symmetry.radius) as the QM
         # one, so its steps feel the crystal contacts' repulsion too; its
         # gradient is the model's own (direct rule), like the QM one's.
-        from qrefine.symmetry import SymmetryQMRestraints
+        from qrefine.restraints.symmetry import SymmetryQMRestraints
         env = crystal_environment(model, params.symmetry.radius, symbols)
         low = SymmetryQMRestraints(
             QMRestraints(symbols + env.symbols, "xtb", method="GFN-FF",
@@ -203,8 +171,6 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
         return CctbxGeometry(model)
     from qrefine import charges
     from qrefine.restraints.qm import QMRestraints
-    require_single_conformer(model, model_path)
-    require_hydrogens(model, model_path)
     module = engines.engine_module(params.engine)
     symmetry = expands_symmetry(model, params, data_kind)
     if symmetry and reporter is not None and is_force_field(params.method):
@@ -217,7 +183,7 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
     if clustering:
         environment = None
         if symmetry:
-            from qrefine.symmetry import model_environment
+            from qrefine.restraints.symmetry import model_environment
             # Copies within a buffer's reach of any cluster atom.
             environment = model_environment(
                 model, max(params.symmetry.radius, params.fragments.buffer))
@@ -226,7 +192,7 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
                               "the model may join fragment buffers (symmetry.expand=false: "
                               "without)" % (len(environment.copies), environment.n_atoms,
                                             environment.radius))
-        from qrefine.fragments.restraints import FragmentQMRestraints
+        from qrefine.restraints.fragment_qm import FragmentQMRestraints
         if params.charge is not None or params.multiplicity is not None:
             raise QRefineError("charge= and multiplicity= apply to the whole model; with "
                                "QM fragments (qm.clustering, on by default above fragments.clustering_above "
@@ -258,7 +224,7 @@ def crystal_environment(model, radius, symbols):
     """The symmetry environment within ``radius``, its element symbols
     (caps are H) and its charge: the formal charges of the copied residues."""
     from qrefine import charges
-    from qrefine.symmetry import model_environment
+    from qrefine.restraints.symmetry import model_environment
     env = model_environment(model, radius)
     res_charges = [r.charge for r in charges.residue_charges(model)]
     return CrystalEnvironment(env, env.symbols(symbols),
@@ -276,7 +242,7 @@ def crystal_qm_restraints(model, params, module, symbols, charge, multiplicity, 
     that fits, as nothing says which copied residue is open-shell)."""
     from qrefine import charges
     from qrefine.restraints.qm import QMRestraints
-    from qrefine.symmetry import SymmetryQMRestraints
+    from qrefine.restraints.symmetry import SymmetryQMRestraints
     crystal = crystal_environment(model, params.symmetry.radius, symbols)
     env = crystal.environment
     env_electrons = charges.electron_count(crystal.symbols, crystal.charge)

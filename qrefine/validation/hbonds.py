@@ -32,6 +32,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from qrefine.errors import QRefineError
+from qrefine.model.elements import element_of
 
 DMIN = 1.7
 DMAX = 2.2
@@ -148,11 +149,9 @@ def intercopy_hbonds(model, hmax=INTERCOPY_HMAX, min_angle=INTERCOPY_MIN_ANGLE):
     (donor atom label, acceptor atom label, operator label, H...A distance),
     sorted; needs explicit H and the model's crystal symmetry.
     """
-    from qrefine.symmetry import atom_labels, model_environment
+    from qrefine.restraints.symmetry import atom_labels, model_environment
     hierarchy = _hierarchy(model)
-    elements = np.array([(a.element.strip().upper() or a.name.strip()[:1]) for a in
-                         hierarchy.atoms()])
-    elements[elements == "D"] = "H"
+    elements = np.array([element_of(a) for a in hierarchy.atoms()])
     sites = np.array(hierarchy.atoms().extract_xyz())
     polar = np.isin(elements, ("N", "O"))
     h_idx = np.nonzero(elements == "H")[0]

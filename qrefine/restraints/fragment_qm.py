@@ -32,21 +32,21 @@ steps on a steep surface the trapezoid rule drifts): log it as a target, not
 as an energy.
 
 Execution.  Fragments run through an executor (see
-:mod:`qrefine.fragments.executors`): in this process (``nproc=1``), in
+:mod:`qrefine.restraints.executors`): in this process (``nproc=1``), in
 ``nproc`` local worker processes (``backend="local"``), or as tasks on a Dask
 cluster (``backend="dask"``, ``scheduler=`` its address; see
-:mod:`qrefine.fragments.dask_executor`).  Each keeps a fragment's calculator
+:mod:`qrefine.restraints.dask_executor`).  Each keeps a fragment's calculator
 between calls and every backend gives the same numbers.  With a
 ``reporter``, a transient "fragments 12/40" line shows how far an
 evaluation is.
 
 Crystal symmetry.  With an ``environment`` (a
-:class:`~qrefine.symmetry.SymmetryEnvironment`), the residue copies around
+:class:`~qrefine.restraints.symmetry.SymmetryEnvironment`), the residue copies around
 the model are graph nodes that never join a cluster: clusters are made of
 model residues only, and a fragment's buffer takes model and copy residues
 alike (capped the same way), at positions that follow the model through
 their operators.  Buffer gradients are discarded, copies included: this is
-the "direct" rule of :mod:`qrefine.symmetry` (the gradient on the model's
+the "direct" rule of :mod:`qrefine.restraints.symmetry` (the gradient on the model's
 own atoms is the derivative of the lattice energy per asymmetric unit).
 
 Re-clustering.  Clusters and buffers are built at the first call and again
@@ -64,7 +64,7 @@ from qrefine import engines
 from qrefine.errors import QRefineError
 from qrefine.fragments.capping import project_cap_gradient
 from qrefine.fragments.clustering import cluster_residues
-from qrefine.fragments.executors import ProcessExecutor, SerialExecutor
+from qrefine.restraints.executors import ProcessExecutor, SerialExecutor
 from qrefine.fragments.fragment import (fragment_name, fragment_positions, fragment_symbols,
                                         make_fragments)
 from qrefine.fragments.graph import extended_residues, residue_graph
@@ -103,7 +103,7 @@ class FragmentQMRestraints:
     ``executor``: any object with ``run``/``retain``/``close`` (overrides
     ``nproc`` and ``backend``); ``reporter``: a
     :class:`~qrefine.log.Reporter` for the fragment progress line;
-    ``environment``: a :class:`~qrefine.symmetry.SymmetryEnvironment` whose
+    ``environment``: a :class:`~qrefine.restraints.symmetry.SymmetryEnvironment` whose
     residue copies may join fragment buffers (its radius should be at least
     ``buffer``).
     """
@@ -144,7 +144,7 @@ class FragmentQMRestraints:
         self.reporter = reporter
         if executor is None:
             if backend == "dask":
-                from qrefine.fragments.dask_executor import DaskExecutor
+                from qrefine.restraints.dask_executor import DaskExecutor
                 executor = DaskExecutor(engine, self.method, options, failed_dir,
                                         scheduler=scheduler, threads=int(threads or 1),
                                         progress=self._progress)

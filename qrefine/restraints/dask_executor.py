@@ -28,7 +28,7 @@ if that fails too, the evaluation fails with a one-line
 
 Reference energies.  Workers return absolute energies; this process keeps
 each fragment's first energy and subtracts it (as every executor does, see
-:mod:`qrefine.fragments.executors`).  A fragment recomputed on another worker
+:mod:`qrefine.restraints.executors`).  A fragment recomputed on another worker
 (after a worker died, or moved by the scheduler) therefore stays on the same
 energy scale, and results equal those of the serial executor.
 """
@@ -38,7 +38,7 @@ import threading
 import uuid
 
 from qrefine.errors import QRefineError
-from qrefine.fragments.executors import (_Calculators, References, log_notes,
+from qrefine.restraints.executors import (_Calculators, References, log_notes,
                                          quiet_worker_logging, report, stats_dict)
 
 INSTALL_HINT = 'install it with: pip install "qrefine[dask]"'

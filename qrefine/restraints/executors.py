@@ -10,7 +10,7 @@ provides ``run``, ``retain(keys)`` (release the calculators of all other
 fragments), ``stats()`` and ``close()``, and calls its ``progress``
 attribute, when set, as ``progress(done, total)`` each time a fragment
 finishes.  Backends: :class:`SerialExecutor`, :class:`ProcessExecutor` and
-:class:`~qrefine.fragments.dask_executor.DaskExecutor` (a Dask cluster).
+:class:`~qrefine.restraints.dask_executor.DaskExecutor` (a Dask cluster).
 
 Reference energies.  Calculators compute absolute energies; the executor,
 in the calling process, subtracts each fragment's first energy (kept until

@@ -267,7 +267,7 @@ def inter_residue_bonds(sites, residue_of, elements, resnames=None):
     link, as in the fragment graph."""
     from ase.data import atomic_numbers, covalent_radii
     from scipy.spatial import cKDTree
-    from qrefine.fragments.graph import (COVALENT_TOLERANCE, _NONMETALS, _is_amino_acid,
+    from qrefine.fragments.graph import (COVALENT_TOLERANCE, NONMETALS, is_amino_acid,
                                          is_amino_acid_link)
     el = np.array([str(e).strip().upper() for e in elements])
     radii = np.array([covalent_radii[atomic_numbers.get(e.capitalize(), 0)] for e in el])
@@ -277,11 +277,11 @@ def inter_residue_bonds(sites, residue_of, elements, resnames=None):
         return np.zeros((0, 2), dtype=int)
     a, b = pairs[:, 0], pairs[:, 1]
     d = np.linalg.norm(sites[a] - sites[b], axis=1)
-    metal = np.array([e not in _NONMETALS for e in el])
+    metal = np.array([e not in NONMETALS for e in el])
     keep = ((residue_of[a] != residue_of[b]) & (d < radii[a] + radii[b] + COVALENT_TOLERANCE)
             & (el[a] != "H") & (el[b] != "H") & ~metal[a] & ~metal[b])
     if resnames is not None:
-        amino = np.array([_is_amino_acid(n) for n in resnames])
+        amino = np.array([is_amino_acid(n) for n in resnames])
         both = amino[residue_of[a]] & amino[residue_of[b]]
         link = np.array([is_amino_acid_link(x, y) for x, y in zip(el[a], el[b])], dtype=bool)
         keep &= ~both | link
@@ -339,9 +339,9 @@ def model_environment(model, radius=DEFAULT_RADIUS, sites_cart=None, caps=True):
         sites_cart = model.get_sites_cart().as_numpy_array()
     elements = None
     if caps:
-        from qrefine.fragments.graph import _element
+        from qrefine.model.elements import element_of
         hierarchy = model.get_hierarchy() if hasattr(model, "get_hierarchy") else model
-        elements = [_element(a) for a in hierarchy.atoms()]
+        elements = [element_of(a) for a in hierarchy.atoms()]
     return SymmetryEnvironment(cs, sites_cart, residue_atoms(model), radius,
                                labels=atom_labels(model), elements=elements,
                                resnames=residue_names(model))

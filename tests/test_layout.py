@@ -1,0 +1,111 @@
+"""The floor plan: no import cycles between qrefine's packages, and no
+package reaching into another's private names.  Imports made inside
+functions count as much as those at the top: a cycle hidden in a function
+is still a cycle."""
+
+import ast
+import os
+
+import qrefine
+
+ROOT = os.path.dirname(qrefine.__file__)
+
+
+def _modules():
+    """{dotted module name: path} of every qrefine module."""
+    out = {}
+    for folder, _, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, ".")
+                out[rel[:-len(".__init__")] if rel.endswith(".__init__") else rel] = path
+    return out
+
+
+def _unit(name, modules):
+    """The room a module belongs to: its package under qrefine
+    (qrefine.fragments), or itself for a top-level module (qrefine.pipeline)."""
+    parts = name.split(".")
+    unit = ".".join(parts[:2])
+    return unit if unit in modules else None
+
+
+def _imports(path):
+    """[(imported module, imported names, line)] of qrefine imports in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import):
+            out.extend((a.name, (), node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.append((node.module, tuple(a.name for a in node.names), node.lineno))
+    return [(m, names, line) for m, names, line in out if m.startswith("qrefine.")]
+
+
+def _edges():
+    modules = _modules()
+    edges = {}
+    for name, path in modules.items():
+        here = _unit(name, modules)
+        for target, names, line in _imports(path):
+            # "from qrefine.x import y" may name a module y inside package x
+            there = _unit(target, modules)
+            if there and there != here:
+                edges.setdefault(here, {}).setdefault(there, []).append(
+                    "%s:%d" % (os.path.relpath(path, ROOT), line))
+    return edges
+
+
+def _cycle(edges):
+    """One cycle of rooms as a list, or None."""
+    state = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in edges.get(node, {}):
+            if state.get(nxt) == "open":
+                return trail[trail.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, trail + [nxt])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node, [node])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles_between_packages():
+    edges = _edges()
+    cycle = _cycle(edges)
+    where = ([" %s -> %s at %s" % (a, b, ", ".join(edges[a][b]))
+              for a, b in zip(cycle, cycle[1:])] if cycle else [])
+    assert cycle is None, "import cycle:\n" + "\n".join(where)
+    # The seams point one way: the engines and fragments know nothing of
+    # the restraint sources built on them.
+    assert "qrefine.restraints" not in edges.get("qrefine.fragments", {})
+    assert "qrefine.restraints" not in edges.get("qrefine.engines", {})
+
+
+def test_no_private_names_across_packages():
+    modules = _modules()
+    crossings = []
+    for name, path in modules.items():
+        for target, names, line in _imports(path):
+            if _unit(target, modules) == _unit(name, modules):
+                continue
+            crossings.extend("%s:%d imports %s from %s" % (os.path.relpath(path, ROOT), line, n,
+                                                          target)
+                             for n in names if n.startswith("_"))
+    assert crossings == []
+
+
+def test_the_check_sees_a_cycle():
+    """The checker itself: a cycle of three rooms is found, a tree is not."""
+    assert _cycle({"a": {"b": []}, "b": {"c": []}, "c": {"a": []}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b": [], "c": []}, "b": {"c": []}}) is None
