@@ -79,7 +79,7 @@ chem_data = None
   .help = "Directory with the cctbx chemistry data (mon_lib, rotarama_data, rama_z)."
 data_weight = None
   .type = float
-  .help = "Fixed weight w of the data term in T = w*T_data + T_restraints; None estimates it from the gradient-norm ratio."
+  .help = "Fixed weight w of the data term in T = w*T_data + T_restraints; None: a validation-gated search over trial weights around data_weight_scale times the gradient-norm ratio |grad T_restraints| / |grad T_data| (weights.*); with weights.search=false, that product itself."
 data_weight_scale = None
   .type = float
   .help = "Multiplier of the estimated data weight (ignored when data_weight is set); None: 0.1 for maps, 1.0 for reflections."

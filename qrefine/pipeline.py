@@ -269,7 +269,7 @@ def run(params, files, paths, reporter, argv=()):
     if protocol.trials:
         staged.write(paths.weights_plot, plot_weight_search(
             [t.as_dict() for t in protocol.trials], protocol.chosen_weight,
-            title=os.path.basename(model_path)))
+            title=os.path.basename(model_path), start=start.as_dict(), limits=protocol.limits))
     timings["output_s"] = time.time() - t
     timings["total_s"] = time.time() - t_start
     summary = {

@@ -35,6 +35,7 @@ class ProtocolResult:
     chosen_weight: float = None
     adaptive: list = field(default_factory=list)   # AdaptiveSteps (weights.protocol=adaptive)
     notes: list = field(default_factory=list)
+    limits: dict = field(default_factory=dict)     # the search's {metric: upper limit}
 
 
 def _format_metrics(m):
@@ -104,6 +105,8 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
         trials, chosen = _search(model, sites0, restraints, target_data, params, scale,
                                  ck, reporter, common)
         result.trials = trials
+        result.limits = dict(zip(("bond_rmsd", "angle_rmsd"),
+                                 _validation_limits(params, target_data)))
         if chosen is None:
             chosen = trials[0]
             result.notes.append("no trial weight met the limits; the smallest weight "

@@ -23,7 +23,8 @@ Common parameters (all of them: qr.refine --show-defaults):
   engine=<name> method=<m> QM engine and method (restraints=qm)
   mode=refine|opt          fit the data, or geometry only
   resolution=<A>           map resolution (required with a map)
-  data_weight=<w>          fix the data weight (default: gradient-norm ratio)
+  data_weight=<w>          fix the data weight (default: searched around the
+                           gradient-norm ratio; weights.search=false: the ratio)
   refine.macro_cycles=<n>  macro cycles (default 5)
   map.target=cctbx|cc|inner_product|relative_entropy
                            map term: map at the atoms, or a seed-004 score

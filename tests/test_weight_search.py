@@ -107,3 +107,26 @@ def test_extends_below_the_grid_while_the_lowest_weight_fits_best():
         chosen, _ = WeightSearch([1, 2, 4], "reflections", 0.02, 2.0, max_r_gap=0.1,
                                  refine_bracket=False, extend_below=extend).run(run_trial)
         assert asked == [1, 2, 4] and chosen.weight == 2
+
+
+def test_weight_plot_shows_limits_start_and_plain_ticks():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from qrefine.weights.plot import plot_weight_search, weight_search_figure
+    trials = [{"weight": w, "accepted": w < 1e5,
+               "metrics": {"bond_rmsd": b, "rama_favored": f}}
+              for w, b, f in ((5534, 0.003, 90.9), (2.2e4, 0.006, 81.8), (1.77e5, 0.021, 63.6))]
+    fig = weight_search_figure(trials, 2.2e4, start={"bond_rmsd": 0.0134, "rama_favored": 72.7},
+                               limits={"bond_rmsd": 0.015})
+    bond, fav = fig.axes[0], fig.axes[1]
+    flat = [l for l in bond.lines if len(set(l.get_ydata())) == 1 and len(l.get_ydata()) == 2]
+    assert {round(l.get_ydata()[0], 4) for l in flat} == {0.015, 0.0134}
+    assert {l.get_color() for l in flat} == {"red", "grey"}
+    assert [l.get_ydata()[0] for l in fav.lines if l.get_color() == "grey"] == [72.7]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in bond.get_xticklabels()
+              if 5534 <= t.get_position()[0] <= 1.77e5]
+    assert {"1e+04", "2e+04", "5e+04", "1e+05"} <= set(labels), labels
+    plt.close(fig)
+    assert plot_weight_search(trials, 2.2e4)[:8] == b"\x89PNG\r\n\x1a\n"

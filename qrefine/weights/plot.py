@@ -15,11 +15,28 @@ PANELS = [
 ]
 
 
-def plot_weight_search(trials, chosen_weight, title=""):
-    """PNG bytes: one panel per metric present in the trials, weight on a log axis."""
+def plot_weight_search(trials, chosen_weight, title="", start=None, limits=None):
+    """PNG bytes of :func:`weight_search_figure`."""
+    import matplotlib.pyplot as plt
+    fig = weight_search_figure(trials, chosen_weight, title, start, limits)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def weight_search_figure(trials, chosen_weight, title="", start=None, limits=None):
+    """One panel per metric present in the trials, weight on a log axis.
+
+    ``start``: the start model's metrics, drawn as a grey line in each panel
+    (where the search began); ``limits``: {metric: upper limit} the search
+    stops at, drawn in red.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter
+    start, limits = start or {}, limits or {}
 
     trials = sorted(trials, key=lambda t: t["weight"])
     panels = [(k, label) for k, label in PANELS
@@ -36,21 +53,39 @@ def plot_weight_search(trials, chosen_weight, title=""):
             for t, v in zip(trials, values):
                 if v is not None:
                     ax.plot(t["weight"], v, "o" if t["accepted"] else "x", color=colour,
-                            label=k if t is trials[0] else None)
+                            label=k if t is trials[0] and key == "r_work" else None)
         if key == "r_work":
             ax.legend(fontsize=7)
         if chosen_weight is not None:
             ax.axvline(chosen_weight, color="green", ls="--", lw=1)
+        for k, colour in series:
+            if start.get(k) is not None:
+                ax.axhline(start[k], color="grey", ls=":", lw=1,
+                           label="start" if k == key else None)
+        if limits.get(key) is not None:
+            ax.axhline(limits[key], color="red", ls="-.", lw=1, label="limit")
+        if key in limits or start.get(key) is not None:
+            ax.legend(fontsize=6, loc="best")
         ax.set_xscale("log")
+        # Trial grids often span under two decades: label the 2x and 5x
+        # minor ticks too, in plain numbers (1e4, 2e4, 5e4), not 10^4 alone.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(_weight_formatter)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle((title + "  " if title else "") +
-                 "weight search (o accepted, x rejected, dashed: chosen)", fontsize=10)
+                 "weight search (o accepted, x rejected, green: chosen, grey: start, "
+                 "red: limit)", fontsize=10)
     fig.supxlabel("data weight w", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
+
+
+def _weight_formatter(value, _position=None):
+    """A weight tick as a short number: 500, 2000, 2e+04, 1.5e+05."""
+    if value < 1e4:
+        return "%g" % float("%.2g" % value)
+    return ("%.1e" % value).replace(".0e", "e")
