@@ -52,6 +52,7 @@ without cctbx.
 
 import collections
 
+from qrefine.engines import electrons
 from qrefine.errors import QRefineError
 from qrefine.model.elements import element_of
 
@@ -190,14 +191,7 @@ def electron_count(atoms, charge=0):
                 numbers.append(atomic_numbers[symbol])
             else:
                 numbers.append(int(a))
-    total = int(sum(int(z) for z in numbers))
-    if int(charge) != charge:
-        raise QRefineError("total charge must be an integer, got %s" % charge)
-    n = total - int(charge)
-    if n < 0:
-        raise QRefineError("charge %+d removes more electrons than the %d atoms have (%d)"
-                           % (charge, len(numbers), total))
-    return n
+    return electrons.electron_count(numbers, charge)
 
 
 def first_conformer_atoms(model):
@@ -210,36 +204,8 @@ def first_conformer_atoms(model):
             for a in _Residue(rg).atoms]
 
 
-def check_multiplicity(n_electrons, multiplicity=None):
-    """The spin multiplicity to use for ``n_electrons``, checked.
-
-    With ``multiplicity=None`` an even count gives 1 (closed shell) and an odd
-    count is an error: an odd count almost always means a wrong charge or a
-    missing hydrogen, so the user must say ``multiplicity=2`` to mean a radical.
-    A given multiplicity must be a positive integer whose unpaired electrons
-    (``multiplicity - 1``) have the parity of ``n_electrons`` and fit in it.
-    """
-    n = int(n_electrons)
-    if multiplicity is None:
-        if n % 2:
-            raise QRefineError(
-                "odd number of electrons (%d) and no multiplicity given: set multiplicity=2 "
-                "for a radical, or fix the charge (one more or one fewer) or the "
-                "missing hydrogen" % n)
-        return 1
-    if int(multiplicity) != multiplicity or multiplicity < 1:
-        raise QRefineError("multiplicity must be a positive integer, got %s" % multiplicity)
-    m = int(multiplicity)
-    if (m - 1) % 2 != n % 2:
-        raise QRefineError(
-            "multiplicity %d does not fit %d electrons: an %s electron count needs an %s "
-            "multiplicity (e.g. %d), or change the charge"
-            % (m, n, "odd" if n % 2 else "even", "even" if n % 2 else "odd",
-               2 if n % 2 else 1))
-    if m - 1 > n:
-        raise QRefineError("multiplicity %d needs %d unpaired electrons but there are only %d"
-                           % (m, m - 1, n))
-    return m
+# The spin rule lives with the engines, which check it too.
+check_multiplicity = electrons.check_multiplicity
 
 
 # ---------------------------------------------------------------------------

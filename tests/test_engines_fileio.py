@@ -334,7 +334,7 @@ def test_impossible_spin_is_refused_before_running(request, tmp_path, name):
     calc = engine_module(name).make_calculator(multiplicity=2, workdir=str(tmp_path / "job"))
     atoms = water_dimer()   # 20 electrons: no doublet
     atoms.calc = calc
-    with pytest.raises(QRefineError, match="cannot have multiplicity 2"):
+    with pytest.raises(QRefineError, match="multiplicity 2 does not fit 20 electrons"):
         atoms.get_potential_energy()
     assert calls(tmp_path / "job") == []
 
@@ -733,3 +733,20 @@ def test_no_printing(fake_orca, fake_gaussian, tmp_path, capfd):
         atoms.get_forces()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+@pytest.mark.parametrize("name", ["xtb", "mopac", "pyscf"])
+def test_every_engine_refuses_an_impossible_spin_alike(name, tmp_path):
+    """The engines that run here share the one spin rule
+    (qrefine/engines/electrons.py) with the file-boundary engines above: the
+    same line, naming the engine, before any calculation."""
+    module = engine_module(name)
+    ok, note = module.availability()
+    if not ok:
+        pytest.skip(note)
+    calc = module.make_calculator(multiplicity=2, workdir=str(tmp_path / "job"))
+    atoms = water_dimer()
+    atoms.calc = calc
+    with pytest.raises(QRefineError, match=r"^(xtb|MOPAC|PySCF): multiplicity 2 does not fit "
+                                           r"20 electrons: an even electron count needs an odd"):
+        atoms.get_potential_energy()

@@ -27,6 +27,7 @@ from ase.units import Bohr, Hartree
 
 from qrefine import children
 from qrefine.engines import EngineFailed, resolve_method
+from qrefine.engines.electrons import check_spin
 from qrefine.errors import QRefineError
 
 #: eV/A per Hartree/Bohr
@@ -64,24 +65,6 @@ def check_options(engine, options, known):
     if unknown:
         raise QRefineError("unknown %s option(s) %s; known: %s"
                            % (engine, ", ".join(unknown), ", ".join(known)))
-
-
-def check_spin(engine, numbers, charge, multiplicity):
-    """A one-line error when ``charge`` and ``multiplicity`` cannot both hold.
-
-    All-electron count; effective core potentials remove electrons in pairs,
-    so the parity is the same with them.
-    """
-    multiplicity = int(multiplicity)
-    if multiplicity < 1:
-        raise QRefineError("%s: multiplicity must be 1 or more, not %d"
-                           % (engine, multiplicity))
-    n_electrons = int(np.sum(numbers)) - int(charge)
-    if n_electrons < multiplicity - 1 or n_electrons % 2 == multiplicity % 2:
-        raise QRefineError(
-            "%s: %d electrons (charge %d) cannot have multiplicity %d; check the "
-            "charge, the protonation or the multiplicity"
-            % (engine, n_electrons, int(charge), multiplicity))
 
 
 def last_lines(path, n=3, width=300):
@@ -147,7 +130,7 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
         self.results = {}
         Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
-        check_spin(self.program_name, atoms.numbers, self.charge, self.multiplicity)
+        check_spin(atoms.numbers, self.charge, self.multiplicity, who=self.program_name)
         for name in self.stale_outputs:
             path = self.path(name)
             if os.path.isfile(path):

@@ -31,6 +31,7 @@ from ase.units import kcal, mol
 
 from qrefine import children
 from qrefine.engines import EngineFailed, EngineUnavailable
+from qrefine.engines.electrons import check_spin
 from qrefine.errors import QRefineError
 
 NAME = "mopac"
@@ -96,12 +97,7 @@ def spin_keywords(numbers, charge, multiplicity):
         raise QRefineError("MOPAC multiplicity must be 1..9, not %d" % multiplicity)
     # Core electrons are paired for every element, so the parity of
     # sum(Z) - charge is that of MOPAC's valence electrons.
-    n_electrons = int(np.sum(numbers)) - int(charge)
-    if n_electrons % 2 == multiplicity % 2:
-        raise QRefineError(
-            "%d electrons (charge %d) cannot have multiplicity %d; check the "
-            "charge, the protonation or the multiplicity"
-            % (n_electrons, int(charge), multiplicity))
+    check_spin(numbers, charge, multiplicity, who="MOPAC")
     if multiplicity == 1:
         return []
     return [_SPIN_KEYWORDS[multiplicity], "UHF"]

@@ -22,6 +22,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
 
 from qrefine.engines import EngineFailed, EngineUnavailable
+from qrefine.engines.electrons import check_spin
 from qrefine.errors import QRefineError
 
 NAME = "pyscf"
@@ -250,12 +251,7 @@ class PyscfCalculator(Calculator):
         p = self.parameters
         functional, d3 = parse_method(p.method)[1:]
         spin = int(p.multiplicity) - 1
-        n_electrons = int(np.sum(self.atoms.numbers)) - int(p.charge)
-        if n_electrons % 2 != spin % 2:
-            raise QRefineError(
-                "%d electrons (charge %d) cannot have multiplicity %d; check the "
-                "charge, the protonation or the multiplicity"
-                % (n_electrons, int(p.charge), int(p.multiplicity)))
+        check_spin(self.atoms.numbers, p.charge, p.multiplicity, who="PySCF")
         with self._threads():
             try:
                 mf, energy = self._run_scf(functional, spin)

@@ -64,6 +64,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
 
 from qrefine.engines import EngineFailed, EngineUnavailable
+from qrefine.engines.electrons import check_spin
 from qrefine.errors import QRefineError
 
 NAME = "xtb"
@@ -311,10 +312,9 @@ class XTBCalculator(Calculator):
                                % p.threads)
 
     def _build(self, mods, positions):
-        from qrefine.charges import check_multiplicity, electron_count
         p = self.parameters
         numbers = np.ascontiguousarray(self.atoms.numbers)
-        check_multiplicity(electron_count(numbers, int(p.charge)), int(p.multiplicity))
+        check_spin(numbers, int(p.charge), int(p.multiplicity), who="xtb")
         uhf = int(p.multiplicity) - 1
         param = mods["param"][p.method]
         try:
