@@ -322,10 +322,18 @@ def test_method_names_are_case_insensitive(request, tmp_path, name):
 def test_safer_settings_are_accepted_options(request, tmp_path, name):
     request.getfixturevalue(FAKES[name])
     module = engine_module(name)
-    for attempt in (1, 2):
-        calc = module.make_calculator(workdir=str(tmp_path / ("try%d" % attempt)),
-                                      **module.safer_settings(attempt))
+
+    def written(workdir, **options):
+        calc = module.make_calculator(workdir=str(tmp_path / workdir), **options)
         calc.write_input(water_dimer())
+        return {f: open(os.path.join(tmp_path, workdir, f)).read()
+                for f in sorted(os.listdir(tmp_path / workdir))}
+
+    plain = written("plain")
+    inputs = [written("try%d" % a, **module.safer_settings(a)) for a in (1, 2)]
+    # each retry reaches the program: its input differs from the plain one
+    # and from the retry before
+    assert inputs[0] != plain and inputs[1] != inputs[0]
 
 
 @pytest.mark.parametrize("name", ENGINES)

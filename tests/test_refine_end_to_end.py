@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from qrefine.scripts.refine import main
@@ -204,3 +205,61 @@ def test_weight_trials_show_a_live_line(tmp_path, structures, monkeypatch):
     log = open(os.path.join(out, "live.log")).read()
     assert "weight trial" not in log and "\033" not in log
     assert len([l for l in log.splitlines() if l.startswith("  trial w=")]) == 2
+
+
+@pytest.fixture(scope="module")
+def piece_of_3j63(structures, tmp_path_factory):
+    """Residues 1-20 of 3j63_A (with H), in the full map's box."""
+    import iotbx.pdb
+    d = os.path.join(structures, "cryo_em/3j63_A")
+    h = iotbx.pdb.input(os.path.join(d, "3j63_A_box_complete.pdb")).construct_hierarchy()
+    piece = h.select(h.atom_selection_cache().selection("resseq 1:20"))
+    path = str(tmp_path_factory.mktemp("piece") / "piece.pdb")
+    cs = iotbx.pdb.input(os.path.join(d, "3j63_A_box_complete.pdb")).crystal_symmetry()
+    with open(path, "w") as f:
+        f.write(piece.as_pdb_string(crystal_symmetry=cs))
+    return path, os.path.join(d, "3j63_A_box.ccp4")
+
+
+SHORT = ["resolution=3.8", "refine.macro_cycles=2", "refine.max_iterations=20"]
+
+
+def test_map_weight_search_end_to_end(piece_of_3j63, tmp_path, test_data):
+    """A map weight search as qr.refine runs it: the grid rises from the
+    gradient-norm ratio, every trial is validated against the map, the
+    search stops at a limit or a worsening metric (and says which), and the
+    final cycles use the chosen weight."""
+    model, emap = piece_of_3j63
+    out = str(tmp_path)
+    assert main([model, emap] + SHORT + ["weights.trial_macro_cycles=1", "weights.grid_factor=4",
+                                        "output.prefix=s", "output.dir=%s" % out]) == 0
+    s = load_summary(out, "s")
+    trials = s["weight_search"]
+    assert len(trials) >= 3
+    assert all(t["metrics"]["cc_mask"] is not None and t["metrics"]["bond_rmsd"] is not None
+               for t in trials)
+    rising = [t["weight"] for t in trials]
+    top = rising.index(max(rising)) + 1
+    assert rising[:top] == sorted(rising[:top])
+    # the grid is the gradient-norm ratio x 0.1 times powers of the factor
+    ratios = np.array(rising[:top]) / rising[0]
+    assert np.allclose(np.log(ratios) / np.log(4), np.round(np.log(ratios) / np.log(4)))
+    stopped = [t for t in trials if not t["accepted"]]
+    assert all(t["reason"] for t in stopped)
+    chosen = s["chosen_weight"]
+    assert chosen in [t["weight"] for t in trials if t["accepted"]]
+    assert [c["weight"] for c in s["macro_cycles"]] == [chosen] * len(s["macro_cycles"])
+    assert os.path.exists(os.path.join(out, "s_weights.png"))
+
+
+def test_a_fixed_data_weight_is_used_as_given(piece_of_3j63, tmp_path, test_data):
+    """data_weight= skips the search and every macro cycle uses exactly it."""
+    model, emap = piece_of_3j63
+    out = str(tmp_path)
+    assert main([model, emap] + SHORT + ["data_weight=2.5", "output.prefix=f",
+                                        "output.dir=%s" % out]) == 0
+    s = load_summary(out, "f")
+    assert s["weight_search"] == [] and s["chosen_weight"] is None
+    assert [c["weight"] for c in s["macro_cycles"]] == [2.5, 2.5]
+    assert s["parameters"]["data_weight"] == 2.5
+    assert not os.path.exists(os.path.join(out, "f_weights.png"))
