@@ -124,6 +124,9 @@ weights {
   max_r_gap = None
     .type = float
     .help = "X-ray: largest acceptable R-free - R-work; None: 0.05 + 0.01 * d_min."
+  gate = *previous best
+    .type = choice
+    .help = "What a trial's geometry metrics (Rama favored/outliers, rotamer outliers, C-beta deviations, clashscore) are compared with: previous: the previous accepted trial only; best: also the best value any accepted trial reached, so that a metric cannot slide one tolerated step at a time (1us0 helix: Rama favored 90.9 -> 81.8 -> 72.7 % all accepted with previous)."
   refine_bracket = True
     .type = bool
     .help = "Try one more weight between the last accepted and the first rejected trial."

@@ -256,7 +256,7 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                           refine_bracket=params.weights.refine_bracket,
                           extend_below=0 if params.weights.trials else params.weights.extend_below,
                           factor=params.weights.grid_factor,
-                          monitored=_monitored(model))
+                          monitored=_monitored(model), gate=params.weights.gate)
     reporter.info("")
     reporter.info("Weight search: gradient-norm ratio x %g = %.4g; %d trial weights %.4g .. "
                   "%.4g; limits bond %.4f, angle %.2f%s" % (

@@ -130,3 +130,28 @@ def test_weight_plot_shows_limits_start_and_plain_ticks():
     assert {"1e+04", "2e+04", "5e+04", "1e+05"} <= set(labels), labels
     plt.close(fig)
     assert plot_weight_search(trials, 2.2e4)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_best_gate_stops_a_slide_of_tolerated_steps():
+    """The 1us0 helix (13 residues): Rama favored 90.9 -> 81.8 -> 72.7 %
+    as the weight rises, each step one residue.  Against the previous trial
+    every step is tolerated, down to 63.6 %; against the best accepted trial the third is
+    two residues worse and stops the search."""
+    from qrefine.weights.search import one_step_tolerances
+    helix = one_step_tolerances(13, 94)
+    fav = {1: 90.91, 2: 81.82, 4: 72.73, 8: 63.64}
+
+    def run_trial(w):
+        return None, {"bond_rmsd": 0.005, "angle_rmsd": 1.0, "rama_favored": fav[w],
+                      "cc_mask": 0.5 + 0.01 * w}
+
+    _, trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0, monitored=helix,
+                             refine_bracket=False).run(run_trial)
+    assert [t.accepted for t in trials] == [True, True, True, True]   # 90.9 -> 63.6
+    chosen, trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0, monitored=helix,
+                                  refine_bracket=False, gate="best").run(run_trial)
+    assert [t.accepted for t in trials] == [True, True, False]
+    assert trials[2].reason == "rama_favored worsened 90.91 (best trial) -> 72.73"
+    assert chosen.weight == 2
+    with pytest.raises(ValueError):
+        WeightSearch([1], "map", 0.02, 2.0, gate="start")
