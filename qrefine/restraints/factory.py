@@ -9,7 +9,8 @@ from qrefine.model.elements import symbol_of
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 
 # qm.* parameters and the engine keyword each one becomes.
-QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis", "density_fit")
+QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis", "density_fit",
+              "linear_scaling")
 
 
 def engine_options(module, qm_params):
@@ -30,7 +31,7 @@ def engine_options(module, qm_params):
                 raise QRefineError("engine %s has no implicit solvent; remove qm.solvent"
                                    % module.NAME)
             continue
-        if value is None:
+        if value is None or (name == "linear_scaling" and not value):
             continue
         if name not in accepted:
             raise QRefineError("engine %s does not use qm.%s; remove it" % (module.NAME, name))
