@@ -237,3 +237,29 @@ def _unit(to_xyz, from_xyz):
     """Unit vector pointing from ``from_xyz`` to ``to_xyz``."""
     v = np.array(to_xyz) - np.array(from_xyz)
     return v / np.linalg.norm(v)
+
+
+def test_clashscore_reuses_probe_topology_only_for_the_same_atoms(helix):
+    """A weight search validates one model at many sites: probe2's processed
+    copy is kept for the model and gets its new sites (the same clashscore as
+    a fresh copy), and is rebuilt when the atoms themselves change."""
+    from qrefine.validation import validator
+    sites = helix.get_sites_cart().deep_copy()
+    assert validator.clashscore(helix) == pytest.approx(0.0)
+    kept = validator._PROBE_MODELS[helix][0]
+    # squeeze the helix along its axis: H atoms of stacked turns clash
+    moved = np.array(sites)
+    moved[:, 2] = moved[:, 2].mean() + 0.8 * (moved[:, 2] - moved[:, 2].mean())
+    from scitbx.array_family import flex
+    helix.set_sites_cart(flex.vec3_double(moved))
+    squeezed = validator.clashscore(helix)
+    assert validator._PROBE_MODELS[helix][0] is kept
+    validator._PROBE_MODELS.pop(helix)
+    assert validator.clashscore(helix) == squeezed > 10
+    fresh = validator._PROBE_MODELS[helix][0]
+    atoms = helix.get_hierarchy().atoms()
+    atoms[0].set_occ(0.5)   # other atoms: a new copy
+    validator.clashscore(helix)
+    assert validator._PROBE_MODELS[helix][0] is not fresh
+    atoms[0].set_occ(1.0)
+    helix.set_sites_cart(sites)

@@ -13,6 +13,7 @@ ramalyze, rotalyze, cbetadev, rama_z, and for the clashscore the probe2-based
 import contextlib
 import os
 import threading
+import weakref
 
 import iotbx.pdb
 import mmtbx.model
@@ -232,8 +233,9 @@ def _clashscore(model, notes):
     """MolProbity clashscore (clashes >= 0.4 A per 1000 atoms) via probe2.
 
     Needs explicit H.  probe2 re-processes the model it is given (new
-    restraints with its own interpretation parameters), so it gets a fresh
-    manager built from a copy of the hierarchy and never the caller's model.
+    restraints with its own interpretation parameters), so it gets a
+    manager built from a copy of the hierarchy and never the caller's model
+    (kept for the next call on the same model: :func:`_probe_model`).
     """
     from iotbx.data_manager import DataManager
     from mmtbx.validation.clashscore2 import probe_clashscore_manager
@@ -241,12 +243,64 @@ def _clashscore(model, notes):
     if not model.get_hd_selection().count(True):
         notes.append("clashscore: model has no hydrogens; run qr.finalise")
         return None
+    copy, occupancies, nuclear = _probe_model(model, notes)
+    # fast + condensed: only the number, one probe2 pass instead of two;
+    # same clashscore as the full run (45.96 on 3j63).
+    manager = probe_clashscore_manager(
+        fast=True, condensed_probe=True, nuclear=nuclear,
+        largest_occupancy=max(occupancies) if len(occupancies) else 1.0)
+    try:
+        manager.run_probe_clashscore(DataManager(), copy)
+    except Sorry as e:
+        _PROBE_MODELS.pop(model, None)
+        notes.append("clashscore: probe2 failed: %s" % str(e).strip().splitlines()[0])
+        return None
+    # probe2 processed the copy (restraints, from the monomer library: 1.3 s
+    # of its 4 s on 3j63_A); later calls on this model, a weight search's
+    # trials, only move its atoms, so the topology is reused.
+    copy.process = _already_processed
+    return None if manager.clashscore is None else float(manager.clashscore)
+
+
+# model -> (probe2's processed copy, the atoms' signature): see _probe_model.
+_PROBE_MODELS = weakref.WeakKeyDictionary()
+
+
+def _already_processed(*args, **kwargs):
+    """A processed copy's ``process``: probe2 calls it on every run."""
+
+
+def _probe_model(model, notes):
+    """(copy of ``model`` for probe2, occupancies, nuclear?).  The copy made
+    for a model is kept while the model lives and gets the model's sites on
+    later calls, so probe2's restraint processing runs once per model, not
+    once per weight trial; atoms added or removed make a new copy."""
+    nuclear = bool(model.get_current_pdb_interpretation_params()
+                   .pdb_interpretation.use_neutron_distances)
+    kept = _PROBE_MODELS.get(model)
+    hierarchy = model.get_hierarchy()
+    first = hierarchy.models()[0] if hierarchy.models_size() > 1 else hierarchy
+    if hierarchy.models_size() > 1:
+        notes.append("clashscore: computed for the first of %d models"
+                     % hierarchy.models_size())
+    atoms = first.atoms()
+    # which atoms, not where: names, residues, elements and occupancies
+    signature = hash((tuple(a.id_str() for a in atoms), tuple(atoms.extract_element()),
+                      tuple(atoms.extract_occ())))
+    if kept is not None and kept[1] == signature:
+        copy = kept[0]
+        copy.set_sites_cart(atoms.extract_xyz())
+        return copy, copy.get_hierarchy().atoms().extract_occ(), nuclear
+    copy = _fresh_probe_model(model)
+    _PROBE_MODELS[model] = (copy, signature)
+    return copy, copy.get_hierarchy().atoms().extract_occ(), nuclear
+
+
+def _fresh_probe_model(model):
     hierarchy = model.get_hierarchy()
     if hierarchy.models_size() > 1:
         root = iotbx.pdb.hierarchy.root()
         root.append_model(hierarchy.models()[0].detached_copy())
-        notes.append("clashscore: computed for the first of %d models"
-                     % hierarchy.models_size())
     else:
         root = hierarchy.deep_copy()
     copy = mmtbx.model.manager(
@@ -256,17 +310,4 @@ def _clashscore(model, notes):
         monomer_parameters=model.get_monomer_parameters(),
         stop_for_unknowns=False, log=null_out())
     copy.add_crystal_symmetry_if_necessary()
-    nuclear = bool(model.get_current_pdb_interpretation_params()
-                   .pdb_interpretation.use_neutron_distances)
-    occupancies = root.atoms().extract_occ()
-    # fast + condensed: only the number, one probe2 pass instead of two;
-    # same clashscore as the full run (45.96 on 3j63).
-    manager = probe_clashscore_manager(
-        fast=True, condensed_probe=True, nuclear=nuclear,
-        largest_occupancy=max(occupancies) if len(occupancies) else 1.0)
-    try:
-        manager.run_probe_clashscore(DataManager(), copy)
-    except Sorry as e:
-        notes.append("clashscore: probe2 failed: %s" % str(e).strip().splitlines()[0])
-        return None
-    return None if manager.clashscore is None else float(manager.clashscore)
+    return copy
