@@ -60,7 +60,7 @@ def test_3j63_published_values(result_3j63):
     assert r.rama_z_sheet is None
     assert any("Rama-Z sheet" in n for n in r.notes)
     assert r.cbeta_deviations == 0
-    assert r.hbonds == 21
+    assert r.hbonds == 26   # 21 with the file's 0.86 A riding N-H (NH_LENGTH)
 
 
 def test_5fn5_published_values(structures):
@@ -173,43 +173,63 @@ def test_helix_hbonds_are_the_i_i4_pairs(helix):
 
 
 def test_moving_an_h_makes_and_breaks_hbonds(helix):
-    from qrefine.validation.hbonds import backbone_hbonds
+    from qrefine.validation.hbonds import NH_LENGTH, backbone_hbonds
     h = helix.get_hierarchy().deep_copy()
     atoms = {(a.parent().parent().resseq_as_int(), a.name.strip()): a for a in h.atoms()}
 
-    # Break: pull H(95) 1 A straight away from its acceptor O(91).
-    h95, o91 = atoms[(95, "H")], atoms[(91, "O")]
-    h95.xyz = tuple(np.array(h95.xyz) + _unit(h95.xyz, o91.xyz) * 1.0)
+    # Break: turn N-H(95) away from its acceptor O(91).
+    h95, n95, o91 = atoms[(95, "H")], atoms[(95, "N")], atoms[(91, "O")]
+    h95.xyz = tuple(np.array(n95.xyz) - _unit(o91.xyz, n95.xyz) * NH_LENGTH)
     pairs = {(b.donor, b.acceptor) for b in backbone_hbonds(h)}
     assert len(pairs) == 8 and ("A 95", "A 91") not in pairs
 
-    # Make: put the free H(88) 2.0 A from O(93), pointing away from N(88)'s side.
-    h88, o93 = atoms[(88, "H")], atoms[(93, "O")]
-    h88.xyz = tuple(np.array(o93.xyz) + _unit(o93.xyz, atoms[(93, "C")].xyz) * 2.0)
-    found = {(b.donor, b.acceptor): b.distance for b in backbone_hbonds(h)}
-    assert len(found) == 9 and found[("A 88", "A 93")] == pytest.approx(2.0)
+    # Make: an acceptor O 2.0 A from H(88) along its N-H direction.  The H is
+    # taken at NH_LENGTH from N wherever the file puts it along that line.
+    h88, n88, o93 = atoms[(88, "H")], atoms[(88, "N")], atoms[(93, "O")]
+    u = _unit(h88.xyz, n88.xyz)          # N -> H
+    for written in (0.86, 1.01, 1.2):   # N-H length in the file
+        h88.xyz = tuple(np.array(n88.xyz) + u * written)
+        o93.xyz = tuple(np.array(n88.xyz) + u * (NH_LENGTH + 2.0))
+        found = {(b.donor, b.acceptor): b.distance for b in backbone_hbonds(h)}
+        assert found[("A 88", "A 93")] == pytest.approx(2.0)
 
     # The window is strict: exactly 2.2 A is not a bond.
-    h88.xyz = tuple(np.array(o93.xyz) + _unit(o93.xyz, atoms[(93, "C")].xyz) * 2.2)
+    o93.xyz = tuple(np.array(n88.xyz) + u * (NH_LENGTH + 2.2))
     assert ("A 88", "A 93") not in {(b.donor, b.acceptor) for b in backbone_hbonds(h)}
 
     # H(i+1)...O(i) across the peptide bond never counts, however close.
-    h94, o93 = atoms[(94, "H")], atoms[(93, "O")]
-    h94.xyz = tuple(np.array(o93.xyz) + (0, 0, 1.9))
+    h94, n94, o93 = atoms[(94, "H")], atoms[(94, "N")], atoms[(93, "O")]
+    o93.xyz = tuple(np.array(n94.xyz) + _unit(h94.xyz, n94.xyz) * (NH_LENGTH + 1.9))
     assert ("A 94", "A 93") not in {(b.donor, b.acceptor) for b in backbone_hbonds(h)}
+
+
+def test_hbond_count_does_not_depend_on_the_written_nh_length(helix):
+    """Riding H at the X-ray N-H distance (0.86 A) count as at 1.01 A."""
+    from qrefine.validation.hbonds import count_backbone_hbonds
+    h = helix.get_hierarchy().deep_copy()
+    by_key = {(a.parent().parent().resseq_as_int(), a.name.strip()): a for a in h.atoms()}
+    for (resseq, name), atom in by_key.items():
+        if name == "H":
+            n = np.array(by_key[(resseq, "N")].xyz)
+            atom.xyz = tuple(n + _unit(atom.xyz, n) * 0.86)
+    assert count_backbone_hbonds(h) == count_backbone_hbonds(helix) == 9
 
 
 def test_recovered_fraction(helix, structures):
     import iotbx.pdb
     from qrefine.validation.hbonds import recovered_fraction
     assert recovered_fraction(helix, helix) == 1.0
-    # run_analyze.dat (Q|R): refine_cctbx, 0.3 A perturbation -> 90.00 % recovered.
+    # run_analyze.dat (Q|R): refine_cctbx, 0.3 A perturbation -> 90.00 %
+    # recovered, with H where the files put them (nh_length=None); with the
+    # H at 1.01 A from N (qrefine's rule) one more pair counts in one run.
     runs = sorted(glob.glob(os.path.join(
         structures, "xray/1us0_helix/final_results_cctbx/refine_cctbx/0.3/*_refined.pdb")))
     assert len(runs) == 10
-    fractions = [recovered_fraction(helix, iotbx.pdb.input(f).construct_hierarchy())
-                 for f in runs]
-    assert 100 * np.mean(fractions) == pytest.approx(90.00, abs=0.005)
+    models = [iotbx.pdb.input(f).construct_hierarchy() for f in runs]
+    as_written = [recovered_fraction(helix, m, nh_length=None) for m in models]
+    assert 100 * np.mean(as_written) == pytest.approx(90.00, abs=0.005)
+    fixed = [recovered_fraction(helix, m) for m in models]
+    assert 100 * np.mean(fixed) == pytest.approx(91.11, abs=0.005)
 
     heavy = helix.select(~helix.get_hd_selection())
     with pytest.raises(QRefineError):
