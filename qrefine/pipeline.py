@@ -12,6 +12,7 @@ from qrefine.checkpoint import file_sha256, fingerprint
 from qrefine.outputs import output_error, write_model
 from qrefine.protocol import run_protocol
 from qrefine.restraints.factory import build_restraints, expands_symmetry
+from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.validation import validate
 from qrefine.weights.plot import plot_weight_search
 
@@ -177,7 +178,7 @@ def run(params, files, paths, reporter, argv=()):
         require_qm_ready(model, model_path)
     restraints = build_restraints(model, model_path, params, paths.failed_dir,
                                   reporter=reporter, data_kind=data_kind)
-    if hasattr(restraints, "fragments"):
+    if isinstance(restraints.primary, FragmentQMRestraints):
         where = ("%d process(es)" % params.nproc if params.parallel.backend == "local"
                  else "Dask scheduler %s" % params.parallel.scheduler)
         reporter.info("QM restraints: engine %s, method %s, fragments (clusters of at most %d "
@@ -188,7 +189,7 @@ def run(params, files, paths, reporter, argv=()):
         reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, "
                       "whole model" % (params.engine, restraints.method, restraints.charge,
                                        restraints.multiplicity))
-    if hasattr(restraints, "recentre"):
+    if restraints.is_dual_level:
         reporter.info("dual level: GFN-FF steps between QM calls, one QM call per macro cycle "
                       "and one to check the last (up to %d cycles of %d iterations)" % (
                           params.qm.low_level_cycles, params.qm.low_level_iterations))
@@ -220,8 +221,7 @@ def run(params, files, paths, reporter, argv=()):
         protocol, ck = run_protocol(model, restraints, data, params, paths, reporter,
                                     ck_fingerprint, start_metrics=start_metrics)
     finally:
-        if hasattr(restraints, "close"):  # fragment worker processes
-            restraints.close()
+        restraints.close()  # fragment worker processes
     final_sites, cycles = protocol.sites, protocol.cycles
     fragments = _fragment_summary(restraints)
     if fragments:
@@ -231,8 +231,7 @@ def run(params, files, paths, reporter, argv=()):
                           fragments["max_fragment_atoms"], fragments["clusterings"]))
     notes.extend(protocol.notes)
     timings["refinement_s"] = time.time() - t
-    if hasattr(restraints, "timing"):
-        timings.update(restraints.timing())
+    timings.update(restraints.timing())
 
     from scitbx.array_family import flex
     model.set_sites_cart(flex.vec3_double(final_sites))
@@ -293,7 +292,7 @@ def run(params, files, paths, reporter, argv=()):
         "provenance": provenance.record(
             "qr.refine", argv, digests, started=started,
             qm_engine=(provenance.engine(params.engine,
-                                               getattr(restraints, "method", params.method))
+                                               restraints.method or params.method)
                        if params.restraints == "qm" else None)),
         "outputs": {"pdb": paths.pdb if paths.pdb in staged else None,
                     "cif": paths.cif, "log": paths.log, "summary": paths.summary,
@@ -346,17 +345,14 @@ def _symmetry_summary(restraints, expanded, start_hbonds, final_hbonds):
     caps) and the H-bonds to copies at start and end."""
     out = {"expanded": bool(expanded),
            "intercopy_hbonds": {"start": start_hbonds, "final": final_hbonds}}
-    if hasattr(restraints, "symmetry_summary"):
-        out["environment"] = restraints.symmetry_summary()
-    elif getattr(restraints, "environment", None) is not None:
-        out["environment"] = restraints.environment.summary()
+    environment = restraints.symmetry_summary()
+    if environment is not None:
+        out["environment"] = environment
     return out
 
 
 def _fragment_summary(restraints):
     """Clusters and fragment sizes of QM fragments (None for other restraints)."""
-    if not hasattr(restraints, "summary"):
-        return None
     s = restraints.summary()
     if not s:
         return None

@@ -59,13 +59,12 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
     predicted = None  # the model target's fall in the last cycle (dual level)
     for cycle in range(first_cycle, macro_cycles + 1):
         t0 = time.time()
-        if hasattr(restraints, "recentre"):
+        if restraints.is_dual_level:
             # Dual level: one QM call per macro cycle; it may step back.
             sites = restraints.recentre(sites, predicted)
-        if hasattr(restraints, "start_cycle"):
-            # Library restraints: state set from this cycle's start sites
-            # only, so a resumed run repeats an uninterrupted one bit for bit.
-            restraints.start_cycle(sites)
+        # Library restraints: state set from this cycle's start sites only,
+        # so a resumed run repeats an uninterrupted one bit for bit.
+        restraints.start_cycle(sites)
         w = 0.0
         if data is not None:
             data.update(sites)
@@ -101,7 +100,7 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
                 reporter.info("  converged at the start of the cycle; remaining macro "
                               "cycles skipped")
             break
-    if hasattr(restraints, "recentre") and records:
+    if restraints.is_dual_level and records:
         # Dual level: the last cycle's end has not met the QM method yet.
         # One more QM call checks it; a step that raised the QM target is
         # undone (the trust region's rule), so the result is never worse

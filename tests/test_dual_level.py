@@ -8,6 +8,7 @@ import pytest
 from ase.io import read
 
 from common import ACE_GLY_NME, central_difference, xtb_or_skip
+from qrefine.restraints.base import RestraintSource
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_low_level_must_be_a_force_field():
     assert "only GFN-FF" in str(e.value) and "\n" not in str(e.value)
 
 
-class _Quadratic:
+class _Quadratic(RestraintSource):
     """E = k/2 |x - centre|^2 (kcal/mol): a stand-in method whose curvature
     is known exactly."""
 

@@ -109,3 +109,21 @@ def test_the_check_sees_a_cycle():
     """The checker itself: a cycle of three rooms is found, a tree is not."""
     assert _cycle({"a": {"b": []}, "b": {"c": []}, "c": {"a": []}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b": [], "c": []}, "b": {"c": []}}) is None
+
+
+def test_every_restraint_source_derives_from_the_seam():
+    """The pipeline calls start_cycle/timing/summary/symmetry_summary/close
+    on any source without probing: each source inherits the defaults."""
+    from qrefine.restraints.base import RestraintSource
+    from qrefine.restraints.cctbx_geometry import CctbxGeometry
+    from qrefine.restraints.dual_level import DualLevelRestraints
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
+    from qrefine.restraints.qm import QMRestraints
+    from qrefine.restraints.symmetry import SymmetryQMRestraints
+    for cls in (CctbxGeometry, QMRestraints, FragmentQMRestraints, SymmetryQMRestraints,
+                DualLevelRestraints):
+        assert issubclass(cls, RestraintSource), cls
+    assert DualLevelRestraints.is_dual_level and not QMRestraints.is_dual_level
+    source = RestraintSource()
+    assert source.timing() == {} and source.summary() is None
+    assert source.symmetry_summary() is None and source.primary is source

@@ -493,15 +493,14 @@ def test_rules_and_value_consistency():
     from cctbx import crystal
     from qrefine.restraints import symmetry
 
-    class PairQM:  # a stand-in for QMRestraints: LJ, kcal/mol
+    from qrefine.restraints.base import RestraintSource
+
+    class PairQM(RestraintSource):  # a stand-in for QMRestraints: LJ, kcal/mol
         charge, multiplicity, method = 0, 1, "LJ"
 
         def value_and_gradient(self, sites):
             g, e = _lj_gradient(np.asarray(sites))
             return e, g
-
-        def timing(self):
-            return {}
 
     cs = crystal.symmetry((8.0, 9.0, 10.0, 90, 100, 90), "P 1 21 1")
     sites = np.array([[1.0, 1.0, 1.0], [2.2, 1.5, 1.3], [1.5, 2.5, 2.0]])

@@ -4,8 +4,10 @@ chirality, planarity, non-bonded repulsion)."""
 import numpy as np
 from scitbx.array_family import flex
 
+from qrefine.restraints.base import RestraintSource
 
-class CctbxGeometry:
+
+class CctbxGeometry(RestraintSource):
     """cctbx standard geometry restraints as a RestraintSource.
 
     The value is the cctbx geometry target: the sum of weighted squared
@@ -20,6 +22,9 @@ class CctbxGeometry:
         self._geometry = model.get_restraints_manager().geometry
         self.n_atoms = model.get_number_of_atoms()
         self.calls = 0
+
+    def describe(self):
+        return "cctbx library geometry restraints"
 
     def start_cycle(self, sites_cart):
         """Rebuild the non-bonded pair proxies at ``sites_cart``."""

@@ -26,6 +26,8 @@ rose is undone.
 
 import numpy as np
 
+from qrefine.restraints.base import RestraintSource
+
 START_RADIUS = 0.3   # A
 MIN_RADIUS = 0.02
 MAX_RADIUS = 1.0
@@ -33,8 +35,10 @@ WALL = 2000.0        # kcal/mol/A^2: stiffness of the wall at the radius
 MEMORY = 10          # secant pairs kept for B
 
 
-class DualLevelRestraints:
+class DualLevelRestraints(RestraintSource):
     """RestraintSource: ``high`` (any QM source) corrected ``low`` (GFN-FF)."""
+
+    is_dual_level = True
 
     def __init__(self, high, low):
         self.high = high
@@ -137,7 +141,7 @@ class DualLevelRestraints:
         return value, grad
 
     def timing(self):
-        out = dict(self.high.timing()) if hasattr(self.high, "timing") else {}
+        out = dict(self.high.timing())
         low = self.low.timing()
         out.update({"low_level_calls": low.get("engine_calls"),
                     "low_level_s": low.get("engine_s"), "qm_recentres": self.recentres,
@@ -146,8 +150,25 @@ class DualLevelRestraints:
 
     def close(self):
         for source in (self.high, self.low):
-            if hasattr(source, "close"):
-                source.close()
+            source.close()
+
+    # What the pipeline reports is the QM source's.
+    @property
+    def primary(self):
+        return self.high
+
+    @property
+    def method(self):
+        return self.high.method
+
+    def describe(self):
+        return "%s, GFN-FF steps between its calls (dual level)" % self.high.describe()
+
+    def summary(self):
+        return self.high.summary()
+
+    def symmetry_summary(self):
+        return self.high.symmetry_summary()
 
     def __getattr__(self, name):
         # method, charge, multiplicity, fragments, summary ...: the QM source's.

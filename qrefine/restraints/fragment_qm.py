@@ -68,6 +68,7 @@ from qrefine.restraints.executors import ProcessExecutor, SerialExecutor
 from qrefine.fragments.fragment import (fragment_name, fragment_positions, fragment_symbols,
                                         make_fragments)
 from qrefine.fragments.graph import extended_residues, residue_graph
+from qrefine.restraints.base import RestraintSource
 from qrefine.restraints.qm import PathValue
 
 DEFAULT_MAX_CLUSTER_RESIDUES = 15
@@ -89,7 +90,7 @@ def _timed_in_process(module, options):
     return bool((options or {}).get("timeout")) and getattr(module, "IN_PROCESS", False)
 
 
-class FragmentQMRestraints:
+class FragmentQMRestraints(RestraintSource):
     """Fragment-based QM gradient (and a consistent line-integral value).
 
     ``model``: ``mmtbx.model.manager`` (hydrogens needed, for the charges);
@@ -278,6 +279,10 @@ class FragmentQMRestraints:
         grad, _ = self.gradient(sites)
         self.seconds += time.time() - t0
         return self._path.value(sites, grad), grad.copy()
+
+    def symmetry_summary(self):
+        env = getattr(self, "environment", None)
+        return env.summary() if env is not None else None
 
     def summary(self):
         """Plain numbers about the current fragmentation."""

@@ -26,6 +26,7 @@ from ase.units import kcal, mol
 
 from qrefine import engines
 from qrefine.errors import QRefineError
+from qrefine.restraints.base import RestraintSource
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ except ImportError:  # older ASE: CalculationFailed covers it
     pass
 
 
-class QMRestraints:
+class QMRestraints(RestraintSource):
     """Whole-model QM energy and gradient as a restraint term.
 
     ``engine``: an ``engine=`` name; ``options``: engine keyword options
@@ -160,6 +161,10 @@ class QMRestraints:
         return keep_failed_input(self.failed_dir or os.path.abspath("qrefine_failed"), atoms,
                                  self.engine, self.method, self.charge, self.multiplicity,
                                  self.label, error, getattr(calculator, "directory", None))
+
+    def describe(self):
+        return "%s %s on the %s (charge %d, multiplicity %d)" % (
+            self.engine, self.method, self.label, self.charge, self.multiplicity)
 
     def timing(self):
         return {"engine_calls": self.calls, "engine_requests": self.requests,

@@ -53,6 +53,7 @@ import collections
 import numpy as np
 
 from qrefine.errors import QRefineError
+from qrefine.restraints.base import RestraintSource
 
 DEFAULT_RADIUS = 6.0  # A; symmetry.radius, see README "Crystal symmetry"
 MIN_SPECIAL_DISTANCE = 0.5  # A, as cctbx's min_distance_sym_equiv
@@ -367,7 +368,7 @@ def residue_atoms(model):
             for chain in models[0].chains() for rg in chain.residue_groups()]
 
 
-class SymmetryQMRestraints:
+class SymmetryQMRestraints(RestraintSource):
     """Whole-model QM restraints in the crystal: the engine computes the
     model plus its :class:`SymmetryEnvironment`, and the model's gradient
     is taken by ``rule`` (default ``"direct"``, see the module docstring;
@@ -433,3 +434,6 @@ class SymmetryQMRestraints:
         out = dict(self.qm.timing())
         out["engine_requests"] = self.requests
         return out
+
+    def close(self):
+        self.qm.close()
