@@ -10,7 +10,7 @@ from qrefine.errors import QRefineError
 from qrefine.finalise.readiness import require_qm_ready
 from qrefine.checkpoint import file_sha256, fingerprint
 from qrefine.outputs import output_error, write_model
-from qrefine.protocol import run_protocol
+from qrefine.protocol import gradient_tolerance, max_step, run_protocol
 from qrefine.restraints.factory import build_restraints, expands_symmetry
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.validation import validate
@@ -63,6 +63,10 @@ def check_parameters(params, data_kind):
         raise QRefineError("refine.macro_cycles and refine.max_iterations must be >= 1")
     if params.nproc < 1:
         raise QRefineError("nproc=%d must be >= 1" % params.nproc)
+    # The protocol reads these only after the model and data are in; a bad
+    # value must not cost the user that wait.
+    max_step(params)
+    gradient_tolerance(params)
     _check_adaptive(params.weights, data_kind, params.mode)
 
 

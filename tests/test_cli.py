@@ -276,3 +276,21 @@ def test_every_command_shares_the_runner(program, tmp_path, capsys, monkeypatch,
     assert runner.plain_run(program, bug) == 2
     err = capsys.readouterr().err
     assert err == "%s: internal error: ZeroDivisionError: a bug\n" % program
+
+
+@pytest.mark.parametrize("arg, words", [
+    ("refine.max_step=0", "refine.max_step must be > 0 A"),
+    ("refine.gradient_tolerance=-1", "refine.gradient_tolerance must be > 0"),
+])
+def test_bad_refinement_settings_are_refused_before_the_model_is_read(
+        tmp_path, capsys, helix, monkeypatch, arg, words):
+    import qrefine.model_io
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was read before the parameters were checked")
+
+    monkeypatch.setattr(qrefine.model_io, "read_model", never)
+    out = tmp_path / "out"
+    code, _, err = run_cli([helix, arg, "output.dir=%s" % out], capsys)
+    assert_one_line_error(code, err, words)
+    assert not out.exists()
