@@ -47,6 +47,13 @@ class Reporter:
             from qrefine.outputs import output_error
             raise output_error(self.log_name, e) from None
 
+    def log_line(self, text):
+        """A line for the log file only (progress a batch run keeps, which
+        would crowd the screen)."""
+        if self._log:
+            self._log_call(self._log.write, str(text) + "\n")
+            self._log_call(self._log.flush)
+
     def progress(self, text):
         """A transient status line: rewritten in place on a terminal, not logged."""
         if self.quiet or not self._tty:
@@ -82,6 +89,10 @@ class ProgressOnly:
 
     def info(self, text=""):
         pass
+
+    def log_line(self, text):
+        if self.reporter is not None:
+            self.reporter.log_line(self.prefix + text)
 
     def progress(self, text):
         if self.reporter is not None:

@@ -300,8 +300,11 @@ def test_missing_dask_names_the_extra(monkeypatch):
 
 # -- progress -------------------------------------------------------------------------
 
-def test_progress_line(helix_model, serial_results):
+def test_progress_line(helix_model, serial_results, tmp_path):
+    """A live fragment count on a terminal; in the log, one plain line per
+    QM gradient (what a piped or batch run keeps)."""
     import io
+    import re
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.log import Reporter
 
@@ -311,13 +314,18 @@ def test_progress_line(helix_model, serial_results):
 
     stream = Terminal()
     points, expected = serial_results
-    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", reporter=Reporter(stream=stream),
-                                  **CLUSTER)
+    reporter = Reporter(stream=stream, log_path=str(tmp_path / "run.log"))
+    source = FragmentQMRestraints(helix_model, "xtb", "GFN-FF", reporter=reporter, **CLUSTER)
     _same(source.gradient(points[0]), expected[0])
     n = len(source.fragments)
     text = stream.getvalue()
     assert "fragments 1/%d" % n in text and "fragments %d/%d" % (n - 1, n) in text
     assert text.endswith("\r\033[K")  # the line is cleared at the end
+    assert "QM gradient" not in text
+    reporter.close()
+    log = open(tmp_path / "run.log").read().splitlines()
+    assert len(log) == 1 and re.fullmatch(r"QM gradient 1: %d fragments in \d+\.\d s" % n,
+                                          log[0]), log
 
 
 def test_workers_are_capped_at_the_cores_and_the_fragments(helix_model, serial_results):

@@ -173,6 +173,7 @@ class FragmentQMRestraints(RestraintSource):
         self.clustered_at = None
         self.n_clusterings = 0
         self.requests = 0
+        self.n_gradients = 0   # fragment gradients computed (cache hits not counted)
         self.seconds = 0.0
         self._path = PathValue(memory=HISTORY)  # the value; see the module docstring
 
@@ -234,7 +235,14 @@ class FragmentQMRestraints(RestraintSource):
         sites = np.asarray(sites_cart, dtype=float).reshape(-1, 3)
         if self._needs_clustering(sites):
             self.cluster(sites)
+        t0 = time.time()
         results = self.executor.run(self.fragment_jobs(sites))
+        self.n_gradients += 1
+        if self.reporter is not None:
+            # A QM gradient takes seconds to minutes: one plain line in the
+            # log for each, so a piped or batch run shows its progress too.
+            self.reporter.log_line("QM gradient %d: %d fragments in %.1f s"
+                                   % (self.n_gradients, len(results), time.time() - t0))
         return self.assemble(results, sites), [e for e, _ in results]
 
     def fragment_jobs(self, sites_cart):
