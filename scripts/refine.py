@@ -32,8 +32,13 @@ Common parameters (all of them: qr.refine --show-defaults):
                            weight search, or adaptive force scaling (maps)
   labels=<F,SIGF|I>        reflection labels; r_free_flags.label=<label>
   chem_data=<dir>          cctbx chemistry data (or $QREFINE_CHEM_DATA; see qr.setup)
+  weights.gate=previous|best
+                           compare each trial with the previous one, or also
+                           with the best accepted one (stops slow slides)
   output.prefix=<name>     output file prefix (default: model name)
   output.dir=<dir>         output directory (default: current)
+  output.overwrite=true    replace an earlier run's outputs (default: a rerun
+                           writes <prefix>_001, _002, ...)
 
 Outputs: <prefix>_refined.pdb, <prefix>_refined.cif, <prefix>.log and
 <prefix>_summary.json (start and final validation, parameters, timings).
@@ -44,8 +49,9 @@ and an engine: engine=xtb|mopac|pyscf|orca|terachem|turbomole|gaussian,
 method=, charge= (default: from protonation states), multiplicity=,
 qm.clustering=true|false (fragments, or the whole model at once; by default
 fragments above fragments.clustering_above=1000 atoms), nproc= (fragments in
-parallel).  qr.refine --engines lists the engines and which of them can run
-on this machine.
+parallel; give it the number of cores), qm.linear_scaling=true (engine=mopac:
+MOZYME, linear-scaling PM7 for a whole protein).  qr.refine --engines lists
+the engines and which of them can run on this machine.
 
 options: --help, --show-defaults, --engines, --version
 """
