@@ -12,8 +12,8 @@ CC_mask against the same map), so the geometry columns compare.
 
 servalcat reads the monomer library through gemmi, which wants
 ``<dir>/<letter>/<RES>.cif`` and ``<dir>/list/mon_lib_list.cif``: it is
-assembled in --out from ../shared/data/chem_data by symbolic links (the
-GeoStd ``data_XXX.cif`` files, which cctbx prefers, linked as ``XXX.cif`` in
+assembled in --out from ../shared/data/chem_data by symbolic links (each
+GeoStd ``data_<RES>.cif``, which cctbx prefers, linked as ``<RES>.cif`` in
 place of the monomer library's).  Nothing is copied.  With this library
 servalcat stops at the C-terminal OXT ("definition not found for A/GLN
 91/OXT ... Provide restraint cif file(s) for GLN"), so it gets the model
@@ -98,18 +98,16 @@ def main():
         rc_s, wall_s = timed([args.servalcat, "refine_spa_norefmac", "--model", no_oxt,
                               "--map", emap, "-d", res, "--monlib", monlib,
                               "-o", "servalcat"], os.path.join(d, "servalcat_stdout.log"))
-        found = sorted(glob.glob(os.path.join(d, "servalcat*.pdb")))
-        refined = {"qrefine": os.path.join(d, "qrefine_refined.pdb") if rc_q == 0 else None,
-                   "servalcat": found[0] if rc_s == 0 and found else None}
-        start = validate_file(model, spec)
-        rows.append((name, "start", start, "", ""))
-        for program, wall, rc in (("qrefine cctbx (defaults)", wall_q, rc_q),
-                                  ("servalcat refine_spa_norefmac", wall_s, rc_s)):
-            path = refined["qrefine" if program.startswith("qrefine") else "servalcat"]
-            metrics = validate_file(path, spec) if path else None
-            rows.append((name, program, metrics, "%.1f" % wall if rc == 0 else
-                         "failed (exit %d, see %s)" % (rc, d), ""))
-        rows[-2] = rows[-2][:4] + ("%.1f" % (wall_q / wall_s) if rc_q == rc_s == 0 else "",)
+        ratio = "%.1f" % (wall_q / wall_s) if rc_q == rc_s == 0 else ""
+        rows.append((name, "start", validate_file(model, spec), "", ""))
+        for program, path, wall, rc, x in (
+                ("qrefine cctbx (defaults)", os.path.join(d, "qrefine_refined.pdb"),
+                 wall_q, rc_q, ratio),
+                ("servalcat refine_spa_norefmac", os.path.join(d, "servalcat.pdb"),
+                 wall_s, rc_s, "")):
+            ok = rc == 0 and os.path.exists(path)
+            rows.append((name, program, validate_file(path, spec) if ok else None,
+                         "%.1f" % wall if ok else "failed (exit %d, see %s)" % (rc, d), x))
     head = ["model", "run"] + [c[1] for c in COLUMNS] + ["wall s", "x servalcat"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, run, m, wall, ratio in rows:
