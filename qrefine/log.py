@@ -28,15 +28,12 @@ class Reporter:
 
     def info(self, text=""):
         self.end_progress()
-        for line in str(text).splitlines() or [""]:
-            if not self.quiet:
-                self.stream.write(line + "\n")
-            if self._log:
-                self._log_call(self._log.write, line + "\n")
+        lines = str(text).splitlines() or [""]
         if not self.quiet:
+            for line in lines:
+                self.stream.write(line + "\n")
             self.stream.flush()
-        if self._log:
-            self._log_call(self._log.flush)
+        self._to_log(lines)
 
     def _log_call(self, fn, *args):
         """A write to the log; a full disk or a read-only directory is one
@@ -50,8 +47,12 @@ class Reporter:
     def log_line(self, text):
         """A line for the log file only (progress a batch run keeps, which
         would crowd the screen)."""
+        self._to_log([str(text)])
+
+    def _to_log(self, lines):
         if self._log:
-            self._log_call(self._log.write, str(text) + "\n")
+            for line in lines:
+                self._log_call(self._log.write, line + "\n")
             self._log_call(self._log.flush)
 
     def progress(self, text):

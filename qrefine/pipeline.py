@@ -283,6 +283,7 @@ def run(params, files, paths, reporter, argv=()):
                    "data": os.path.abspath(data_path) if data_path else None,
                    "data_kind": data_kind},
         "parameters": parameters,
+        "restraints": restraints.describe(),
         "start": start.as_dict(),
         "final": final.as_dict(),
         "macro_cycles": [c.as_dict() for c in cycles],

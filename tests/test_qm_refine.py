@@ -21,6 +21,7 @@ def test_whole_model_xray_refinement(tmp_path, structures):
     s = summary(out, "qm")
     assert s["final"]["r_work"] < s["start"]["r_work"] - 0.2
     assert s["start"]["hbonds"] is not None and s["final"]["hbonds"] is not None
+    assert s["restraints"] == "xtb GFN-FF on the whole model (charge 0, multiplicity 1)"
     t = s["timings"]
     assert t["engine_calls"] > 10 and t["engine_s"] > 0
     assert t["engine_requests"] >= t["engine_calls"]   # repeated points come from the cache

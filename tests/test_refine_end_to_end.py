@@ -163,6 +163,7 @@ def test_summary_provenance_and_numbered_rerun(tmp_path, structures):
     assert p["versions"]["qrefine"] == __version__ and p["versions"]["cctbx"]
     assert p["host"]["cores"] >= 1 and p["host"]["name"]
     assert p["command"] == "qr.refine " + " ".join(args) and p["engine"] is None
+    assert s["restraints"] == "cctbx library geometry restraints"
     with open(model, "rb") as f:
         assert p["inputs"]["model"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
     assert p["inputs"]["params opt.eff"]["path"] == str(eff)

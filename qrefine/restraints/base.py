@@ -5,8 +5,10 @@ pipeline asks of it has a default here, so callers call instead of probing
 attributes, and a new source overrides only what it has.
 """
 
+import abc
 
-class RestraintSource:
+
+class RestraintSource(abc.ABC):
     """Base of every restraint term (library, QM whole model, fragments,
     crystal environment, dual level)."""
 
@@ -22,9 +24,9 @@ class RestraintSource:
         or a dual level's QM source."""
         return self
 
+    @abc.abstractmethod
     def value_and_gradient(self, sites_cart):
         """(value, gradient (N, 3)) at ``sites_cart`` (N, 3), model order."""
-        raise NotImplementedError
 
     def start_cycle(self, sites_cart):
         """Called at the start of each macro cycle; no per-cycle state by default."""

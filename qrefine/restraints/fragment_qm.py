@@ -288,6 +288,10 @@ class FragmentQMRestraints(RestraintSource):
         self.seconds += time.time() - t0
         return self._path.value(sites, grad), grad.copy()
 
+    def describe(self):
+        return "%s %s on fragments (clusters of at most %d residues, %.1f A buffer)" % (
+            self.engine, self.method, self.max_cluster_residues, self.buffer)
+
     def symmetry_summary(self):
         env = getattr(self, "environment", None)
         return env.summary() if env is not None else None

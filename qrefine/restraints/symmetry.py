@@ -427,6 +427,10 @@ class SymmetryQMRestraints(RestraintSource):
         self._last_grad = grad
         return self._value, grad.copy()
 
+    def describe(self):
+        return "%s, the model with its crystal symmetry copies (%d atoms)" % (
+            self.qm.describe(), self.environment.n_atoms)
+
     def symmetry_summary(self):
         return self.environment.summary()
 
