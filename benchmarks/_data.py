@@ -11,6 +11,7 @@ def read_model(relative_path):
     """An mmtbx model (no restraints) of ``DATA/relative_path``, with the
     chemistry data of ../shared/data registered."""
     import qrefine  # noqa: F401  (loads cctbx first)
-    from qrefine import chem_data, model_io
+    from qrefine.model import chem_data
+    from qrefine.model import io as model_io
     chem_data.activate(os.path.join(DATA, "chem_data"))
     return model_io.read_model(os.path.join(DATA, relative_path), make_restraints=False)

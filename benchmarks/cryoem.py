@@ -130,7 +130,8 @@ def run_or_reuse(name, spec, run, out, args):
 
 def validate_file(path, spec):
     """Validation dict of a model file against the model's map."""
-    from qrefine import chem_data, model_io
+    from qrefine.model import chem_data
+    from qrefine.model import io as model_io
     from qrefine.data.maps import read_map
     from qrefine.data.real_space import RealSpaceTarget
     from qrefine.validation.validator import validate

@@ -29,7 +29,7 @@ SCALING = {"xtb": 2.0, "mopac": 2.5, "pyscf": 3.5}
 
 
 def load(system):
-    from qrefine import charges
+    from qrefine.model import charges
     model = read_model(SYSTEMS[system])
     symbols = [a.element.strip().capitalize() for a in model.get_hierarchy().atoms()]
     return Atoms(symbols=symbols, positions=model.get_sites_cart().as_numpy_array()), \

@@ -63,7 +63,7 @@ def energy_and_gradient(symbols, positions, calc):
 
 def whole_model(model, sites, method, out):
     """(gradient, CPU s) of the whole model, cached for GFN2-xTB."""
-    from qrefine.charges import total_charge
+    from qrefine.model.charges import total_charge
     cache = os.path.join(out, "whole_%s_%s.npz" % (method, SOLVENT["name"] or "gas"))
     if os.path.exists(cache):
         z = np.load(cache)

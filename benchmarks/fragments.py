@@ -46,7 +46,7 @@ def fragment_source(model, method, clusters, buffer, nproc):
 
 
 def whole_gradient(model, sites, method):
-    from qrefine.charges import total_charge
+    from qrefine.model.charges import total_charge
     from qrefine.restraints.qm import QMRestraints
     symbols = [a.element.strip().capitalize() for a in model.get_hierarchy().atoms()]
     whole = QMRestraints(symbols, "xtb", method, charge=total_charge(model))

@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--workdir", default="/tmp/qrefine-mozyme")
     args = ap.parse_args()
     from ase import Atoms
-    from qrefine.charges import total_charge
+    from qrefine.model.charges import total_charge
     from qrefine.model.elements import symbol_of
     print("| model | atoms | charge | conventional PM7 CPU s | MOZYME CPU s | ratio | "
           "RMS / max difference, kcal/mol/A | RMS gradient |")

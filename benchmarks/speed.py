@@ -45,7 +45,8 @@ MODELS = {
 
 def load(name):
     """(processed model with cctbx restraints, sites as numpy)."""
-    from qrefine import chem_data, model_io
+    from qrefine.model import chem_data
+    from qrefine.model import io as model_io
     chem_data.activate(os.path.join(DATA, "chem_data"))
     model = model_io.read_model(os.path.join(DATA, MODELS[name]))
     return model, model.get_sites_cart().as_numpy_array()
@@ -75,7 +76,7 @@ def cctbx_seconds(model, sites):
 
 
 def whole_seconds(model, sites, method):
-    from qrefine.charges import total_charge
+    from qrefine.model.charges import total_charge
     from qrefine.restraints.qm import QMRestraints
     symbols = [a.element.strip().capitalize() for a in model.get_hierarchy().atoms()]
     source = QMRestraints(symbols, "xtb", method, charge=total_charge(model))

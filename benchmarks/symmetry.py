@@ -39,7 +39,7 @@ SOLVENT = {"GFN2-xTB": "water", "GFN-FF": None}
 
 
 def gradient(symbols, positions, charge, method):
-    from qrefine.charges import electron_count
+    from qrefine.model.charges import electron_count
     from qrefine.restraints.qm import QMRestraints
     mult = 1 + electron_count(symbols, charge) % 2
     qm = QMRestraints(symbols, "xtb", method=method, charge=charge, multiplicity=mult,
@@ -59,7 +59,7 @@ def cached(path, compute):
 
 
 def truncation_rows(name, method, radii, reference, out, uncharged=False):
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     model = constructions._small_capped_asu(os.path.join(DATA, "structures"), name,
                                             uncharged=uncharged)
@@ -96,7 +96,7 @@ def truncation_rows(name, method, radii, reference, out, uncharged=False):
 
 def far_copy_rows():
     """GFN-FF gradient of whole 5bmi with and without a far-away copy."""
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     model = read_model("structures/" + constructions.SETS["5bmi"][0])
     x = model.get_sites_cart().as_numpy_array()

@@ -5,7 +5,7 @@ both offer; tblite's ALPB is timed as well), it measures on
 
 * the 1us0 helix (a87_99_h, 94 atoms, neutral),
 * residues 1-20 of 3j63 chain A with the chain cut after C20 and capped
-  with H (307 atoms, the size of a QM fragment; charge from qrefine.charges),
+  with H (307 atoms, the size of a QM fragment; charge from qrefine.model.charges),
 * and, with ``--large``, all of 3j63 chain A (1436 atoms; minutes per SCF
   on two cores for xtb-python, far longer for tblite):
 
@@ -53,8 +53,8 @@ def main(argv=None):
 
     import numpy as np
     from qrefine.engines import xtb_engine
-    from qrefine.charges import total_charge
-    from qrefine.model_io import read_model
+    from qrefine.model.charges import total_charge
+    from qrefine.model.io import read_model
 
     backends = {"xtb-python": XtbPython(xtb_engine)}
     try:
@@ -138,7 +138,7 @@ def main(argv=None):
 
 
 def atoms_of(hierarchy):
-    from qrefine.charges import first_conformer_atoms
+    from qrefine.model.charges import first_conformer_atoms
     from qrefine.model.elements import element_of as _element
     from ase.data import atomic_numbers
     import numpy as np

@@ -7,6 +7,9 @@ import datetime
 import logging
 import sys
 
+from qrefine.errors import output_error
+from qrefine.provenance import host, versions
+
 
 class Reporter:
     def __init__(self, stream=None, log_path=None, quiet=False, log_name=None):
@@ -41,7 +44,6 @@ class Reporter:
         try:
             return fn(*args)
         except OSError as e:
-            from qrefine.outputs import output_error
             raise output_error(self.log_name, e) from None
 
     def log_line(self, text):
@@ -120,7 +122,6 @@ class _ReporterHandler(logging.Handler):
 
 def header_lines(program, argv):
     """Versions, host and the exact command line, for the top of the log."""
-    from qrefine.provenance import host, versions
     v, h = versions(), host()
     return [
         "%s (qrefine %s, cctbx-base %s, Python %s)" % (

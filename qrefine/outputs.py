@@ -8,12 +8,15 @@ renamed together at its end (:class:`StagedFiles`).  A write that fails
 file (:func:`output_error`).
 """
 
-import errno
 import json
 import os
 import tempfile
 
-from qrefine.errors import QRefineError
+from libtbx.utils import null_out
+import mmtbx.model
+import numpy as np
+
+from qrefine.errors import QRefineError, output_error
 
 
 class OutputPaths:
@@ -87,19 +90,6 @@ class OutputPaths:
                                % (self.directory, e.strerror))
         if not os.access(self.directory, os.W_OK):
             raise QRefineError("output directory %s is not writable" % self.directory)
-
-
-def output_error(path, error, action="write"):
-    """An OSError from writing ``path`` as one line: the file, the reason and
-    what to do.  A full disk or a read-only directory is the environment, not
-    a bug, so it ends as bad input (exit 1), not as an internal error."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = "free space or choose another output.dir="
-    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "make %s writable or choose another output.dir=" % os.path.dirname(path)
-    else:
-        hint = "check the disk or choose another output.dir="
-    return QRefineError("cannot %s %s: %s; %s" % (action, path, error.strerror or error, hint))
 
 
 def _remove(path):
@@ -241,7 +231,6 @@ def _pdb_range_problem(model):
 def coordinates_beyond_pdb(atoms):
     """Which atoms have a coordinate PDB's 8.3f columns cannot hold, in
     words ("2 atoms (first: pdb=... x=-1000.123)"), or ''."""
-    import numpy as np
     xyz = np.array(atoms.extract_xyz()).reshape(-1, 3)
     # Values that round to -1000.000 or 10000.000 no longer fit in 8 columns.
     bad = (xyz <= -999.9995) | (xyz >= 9999.9995)
@@ -263,7 +252,7 @@ def write_model(model, pdb_path, cif_path, staged=None, remarks=()):
     an earlier run's PDB file at ``pdb_path`` is removed: a user expects
     what phenix.refine does for such models, the mmCIF, and no stale PDB
     beside it.  (A model that is out of range already when it is read is
-    refused by qrefine.model_io.read_model.)  With ``staged``
+    refused by qrefine.model.io.read_model.)  With ``staged``
     (:class:`StagedFiles`), the files appear at its commit; without, now.
 
     ``remarks``: lines for the PDB header, written as ``REMARK   3`` records
@@ -271,8 +260,6 @@ def write_model(model, pdb_path, cif_path, staged=None, remarks=()):
 
     Returns a list of notes (e.g. why no PDB file was written).
     """
-    import mmtbx.model
-    from libtbx.utils import null_out
     own = staged is None
     staged = StagedFiles() if own else staged
     notes = []

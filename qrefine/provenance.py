@@ -10,9 +10,14 @@ scripts reading summaries can tell.
 """
 
 import datetime
+from importlib.metadata import PackageNotFoundError, version
 import os
 import platform
 import socket
+
+from qrefine import __version__
+from qrefine.engines import engine_module
+from qrefine.errors import QRefineError
 
 SCHEMA_VERSION = 2  # 1: summaries before this key existed
 
@@ -24,10 +29,6 @@ _ENGINE_PACKAGES = {"xtb": "xtb", "pyscf": "pyscf"}
 def package_version(distribution):
     """The installed version of a PyPI distribution, or None."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover  (Python < 3.8)
-        return None
-    try:
         return version(distribution)
     except PackageNotFoundError:  # e.g. cctbx from a Phenix build, not PyPI
         return None
@@ -35,7 +36,6 @@ def package_version(distribution):
 
 def versions():
     """{component: version} of qrefine and the libraries results depend on."""
-    from qrefine import __version__
     return {"qrefine": __version__, "cctbx": package_version("cctbx-base"),
             "python": platform.python_version(), "numpy": package_version("numpy"),
             "ase": package_version("ase")}
@@ -49,8 +49,6 @@ def host():
 def engine(name, method):
     """The QM engine of a run: name, method, package version where it is a
     Python package, and the availability note (the program found)."""
-    from qrefine.engines import engine_module
-    from qrefine.errors import QRefineError
     try:
         ok, note = engine_module(name).availability()
     except QRefineError as e:

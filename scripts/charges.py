@@ -2,6 +2,11 @@
 
 import sys
 
+from qrefine.commands import charges as charges_command
+from qrefine.config import phil as params_mod
+from qrefine.model.charges import parse_ligand_charges
+from qrefine.scripts.logged_run import answer_info_request, plain_run
+
 HELP = """\
 usage: qr.charges model.pdb [restraints_cif=<ligand.cif> ...]
                   [ligand_charge=RESNAME:CHARGE ...] [multiplicity=N]
@@ -23,7 +28,6 @@ shell, so an odd count is reported as an error).
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine.scripts.logged_run import answer_info_request, plain_run
     code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
     if code is not None:
         return code
@@ -31,31 +35,21 @@ def main(argv=None):
 
 
 def _run(options, out):
-    from qrefine import charges
-    from qrefine.model_io import read_model
-    # No restraints are built, so the monomer library is not needed.
-    model = read_model(options["model"], restraint_cifs=options["restraints_cif"],
-                       make_restraints=False)
-    rows = charges.residue_charges(model, options["ligand_charges"])
-    total = sum(r.charge for r in rows)
-    n_electrons = charges.electron_count(model, total)
-    multiplicity = options["multiplicity"]
-    out.write("model: %s\n" % options["model"])
-    out.write("total charge: %+d\n" % total)
-    out.write("electrons: %d\n" % n_electrons)
-    charged = [r for r in rows if r.charge]
-    if charged:
-        out.write("charged residues (%d):\n" % len(charged))
-        for r in charged:
+    report = charges_command.run(options["model"], options["restraints_cif"],
+                                 options["ligand_charges"], options["multiplicity"])
+    out.write("model: %s\n" % report.model_path)
+    out.write("total charge: %+d\n" % report.total_charge)
+    out.write("electrons: %d\n" % report.electrons)
+    if report.charged:
+        out.write("charged residues (%d):\n" % len(report.charged))
+        for r in report.charged:
             out.write("  %-10s %-4s %+d%s\n" % (r.residue, r.resname, r.charge,
                                                "  (%s)" % r.note if r.note else ""))
-    notes = [r for r in rows if r.note and not r.charge]
-    if notes:
+    if report.assumed:
         out.write("notes:\n")
-        for r in notes:
+        for r in report.assumed:
             out.write("  %-10s %-4s %s\n" % (r.residue, r.resname, r.note))
-    m = charges.check_multiplicity(n_electrons, multiplicity)
-    out.write("multiplicity: %d\n" % m)
+    out.write("multiplicity: %d\n" % report.multiplicity)
     return 0
 
 
@@ -75,8 +69,6 @@ multiplicity = None
 
 
 def _parse(argv):
-    from qrefine import params as params_mod
-    from qrefine.charges import parse_ligand_charges
     p, model_path = params_mod.parse_one_model(argv, MASTER_PHIL_STR, "qr.charges")
     return {"model": model_path, "restraints_cif": list(p.restraints_cif or []),
             "ligand_charges": parse_ligand_charges(p.ligand_charge),

@@ -1,7 +1,11 @@
 """qr.comparama: Ramachandran plot of a model with arrows from an earlier model."""
 
-import os
 import sys
+
+from qrefine.commands import comparama as comparama_command
+from qrefine.config import phil as params_mod
+from qrefine.errors import QRefineError
+from qrefine.scripts.logged_run import answer_info_request, plain_run
 
 HELP = """\
 usage: qr.comparama before.pdb after.pdb [key=value ...]
@@ -71,7 +75,6 @@ output {
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine.scripts.logged_run import answer_info_request, plain_run
     code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
     if code is not None:
         return code
@@ -83,11 +86,6 @@ def main(argv=None):
 
 def run(argv):
     """Parse, compare, write; return the list of files written."""
-    from qrefine import chem_data
-    from qrefine.errors import QRefineError
-    from qrefine.outputs import write_atomic
-    from qrefine.validation import comparama, rama_plot
-
     params, files = _parse(argv)
     flags = [f for f in files if f.startswith("-")]
     if flags:
@@ -95,40 +93,13 @@ def run(argv):
     if len(files) != 2:
         raise QRefineError("give two model files, before and after (got %d): "
                            "qr.comparama before.pdb after.pdb" % len(files))
-    before_path, after_path = files
-    prefix = params.output.prefix or os.path.splitext(os.path.basename(after_path))[0]
-    if os.sep in prefix or prefix in (".", ".."):
-        raise QRefineError("output.prefix=%s must be a plain name; use output.dir= for the "
-                           "directory" % prefix)
-    directory = os.path.abspath(params.output.dir or ".")
-    base = os.path.join(directory, prefix + "_comparama")
-    image, table, csv_path = base + "." + params.format, base + ".txt", base + ".csv"
-    inputs = {os.path.realpath(p) for p in files}
-    for p in (image, table, csv_path):
-        if os.path.realpath(p) in inputs:
-            raise QRefineError("output %s would overwrite an input file; choose another "
-                               "output.prefix= or output.dir=" % p)
-
-    chem_data.activate(params.chem_data)
-    result = comparama.compare_files(before_path, after_path, rama_z=params.rama_z)
-
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        raise QRefineError("cannot create output directory %s: %s" % (directory, e.strerror))
-    if not os.access(directory, os.W_OK):
-        raise QRefineError("output directory %s is not writable" % directory)
-    rama_plot.write_plot(result, image, format=params.format, labels=params.labels)
-    report = result.format_table()
-    write_atomic(table, report)
-    write_atomic(csv_path, result.as_csv())
-    sys.stdout.write(report)
-    sys.stdout.write("\nwrote %s, %s, %s\n" % (image, table, csv_path))
-    return [image, table, csv_path]
+    result = comparama_command.run(files[0], files[1], params)
+    sys.stdout.write(result.report)
+    sys.stdout.write("\nwrote %s\n" % ", ".join(result.written))
+    return list(result.written)
 
 
 def _parse(argv):
-    from qrefine import params as params_mod
     return params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.comparama")
 
 

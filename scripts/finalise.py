@@ -1,8 +1,15 @@
 """qr.finalise: make a model atom-complete (all H, full side chains, termini)
 for quantum refinement."""
 
-import os
 import sys
+import time
+
+from qrefine.commands import finalise as finalise_command
+from qrefine.config import phil as params_mod
+from qrefine.errors import QRefineError
+from qrefine.finalise.outputs import FinalisePaths
+from qrefine.finalise.params import MASTER_PHIL_STR
+from qrefine.scripts.logged_run import answer_info_request, logged_run
 
 HELP = """\
 usage: qr.finalise model.pdb [params.eff] [key=value ...]
@@ -38,13 +45,9 @@ options: --help, --show-defaults, --version
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine import params as params_mod
-    from qrefine.finalise.params import MASTER_PHIL_STR
-    from qrefine.scripts.logged_run import answer_info_request, logged_run
     code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
     if code is not None:
         return code
-    from qrefine.errors import QRefineError
 
     def prepare():
         params, files = params_mod.parse(argv, master_str=MASTER_PHIL_STR, program="qr.finalise")
@@ -52,7 +55,6 @@ def main(argv=None):
         if params.keep_altlocs:
             raise QRefineError("keep_altlocs=true is not supported yet; qr.finalise keeps the "
                                "most occupied conformer of each residue")
-        from qrefine.finalise.outputs import FinalisePaths
         paths = FinalisePaths.for_run(model_path, params.output.prefix, params.output.dir,
                                       inputs=files + list(params.restraints_cif or []),
                                       overwrite=params.output.overwrite)
@@ -62,7 +64,6 @@ def main(argv=None):
 
 
 def _model_path(files):
-    from qrefine.errors import QRefineError
     unknown_flags = [f for f in files if f.startswith("-")]
     if unknown_flags:
         raise QRefineError("unknown option %s (qr.finalise --help)" % unknown_flags[0])
@@ -73,37 +74,11 @@ def _model_path(files):
 
 
 def _run(params, model_path, paths, reporter):
-    import time
-    from qrefine import chem_data, model_io
-    from qrefine.finalise import FinaliseOptions, finalise, select
-    from qrefine.outputs import write_model
     t0 = time.time()
-    model_io.check_readable(model_path, "model")
-    chem = chem_data.activate(params.chem_data)
-    model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
-                                make_restraints=False)
-    reporter.info("model: %s (%d atoms, %d H); chemistry data: %s" % (
-        model_path, model.get_number_of_atoms(), _n_hydrogens(model),
-        chem))
-    model = select(model, params.selection, model_path)
-    if params.selection:
-        reporter.info("selection %r: %d atoms" % (params.selection, model.get_number_of_atoms()))
-    options = FinaliseOptions(
-        protonation=tuple(params.finalise.protonation or ()),
-        termini_charged=params.finalise.termini == "charged",
-        breaks_charged=params.finalise.chain_breaks == "charged")
-    result = finalise(model, options, source=model_path, reporter=reporter)
-    for line in result.log_lines():
-        reporter.info(line)
-    notes = write_model(result.model, paths.pdb, paths.cif)
-    for note in notes:
+    run = finalise_command.run(params, model_path, paths, reporter)
+    for note in run.notes:
         reporter.info("note: " + note)
-    written = [paths.cif] + ([paths.pdb] if os.path.exists(paths.pdb) and not notes else [])
-    reporter.info("wrote %s (%.1f s)" % (", ".join(written), time.time() - t0))
-
-
-def _n_hydrogens(model):
-    return sum(1 for a in model.get_hierarchy().atoms() if a.element_is_hydrogen())
+    reporter.info("wrote %s (%.1f s)" % (", ".join(run.written), time.time() - t0))
 
 
 if __name__ == "__main__":

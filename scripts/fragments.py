@@ -2,7 +2,11 @@
 fragment gradient is."""
 
 import sys
-import time
+
+from qrefine.commands import fragments as fragments_command
+from qrefine.config import phil as params_mod
+from qrefine.model.charges import parse_ligand_charges
+from qrefine.scripts.logged_run import answer_info_request, plain_run
 
 HELP = """\
 usage: qr.fragments model.pdb [engine=xtb] [method=GFN2-xTB]
@@ -25,7 +29,6 @@ implicit solvent name, or none for vacuum; default: the engine's).
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine.scripts.logged_run import answer_info_request, plain_run
     code = answer_info_request(argv, HELP, MASTER_PHIL_STR)
     if code is not None:
         return code
@@ -33,66 +36,36 @@ def main(argv=None):
 
 
 def _run(o, out):
-    import numpy as np
-    from qrefine.restraints.fragment_qm import FragmentQMRestraints
-    from qrefine.model_io import read_model
-    model = read_model(o["model"], make_restraints=False)
-    sites = np.array(model.get_sites_cart())
-    source = FragmentQMRestraints(
-        model, o["engine"], o["method"], options=o["options"], max_cluster_residues=o["max_cluster_residues"],
-        buffer=o["buffer"], nproc=o["nproc"], cap_gradients=o["cap_gradients"],
-        ligand_charges=o["ligand_charges"], contact_cutoff=o["contact_cutoff"])
-    try:
-        t0 = time.time()
-        fragments = source.cluster(sites)
-        t_cluster = time.time() - t0
-        graph = source.graph
-        out.write("model: %s (%d atoms, %d residues)\n"
-                  % (o["model"], len(sites), graph.n_residues))
-        out.write("engine: %s %s; max_cluster_residues=%d buffer=%.2f A\n"
-                  % (o["engine"], source.method, o["max_cluster_residues"], o["buffer"]))
-        out.write("clusters: %d (%.2f s)\n" % (len(fragments), t_cluster))
-        out.write("%4s %8s %8s %7s %5s %6s %4s  %s\n" % (
-            "#", "cluster", "buffer", "atoms", "caps", "charge", "mult", "cluster residues"))
-        for f in fragments:
-            out.write("%4d %8d %8d %7d %5d %+6d %4d  %s\n" % (
-                f.index, len(f.cluster_residues), len(f.buffer_residues), f.n_atoms,
-                len(f.caps), f.charge, f.multiplicity,
-                _ranges([graph.residues[i].label for i in f.cluster_residues])))
-        sizes = [f.n_atoms for f in fragments]
-        out.write("fragment atoms: mean %.1f, max %d, total %d (model %d)\n"
-                  % (np.mean(sizes), max(sizes), sum(sizes), len(sites)))
-        if o["compare"]:
-            _compare(source, model, sites, graph, o, out)
-    finally:
-        source.close()
+    report = fragments_command.run(
+        o["model"], o["engine"], o["method"], options=o["options"],
+        max_cluster_residues=o["max_cluster_residues"], buffer=o["buffer"], nproc=o["nproc"],
+        cap_gradients=o["cap_gradients"], ligand_charges=o["ligand_charges"],
+        contact_cutoff=o["contact_cutoff"], compare=o["compare"])
+    out.write("model: %s (%d atoms, %d residues)\n"
+              % (report.model_path, report.n_atoms, report.n_residues))
+    out.write("engine: %s %s; max_cluster_residues=%d buffer=%.2f A\n"
+              % (o["engine"], report.method, o["max_cluster_residues"], o["buffer"]))
+    out.write("clusters: %d (%.2f s)\n" % (len(report.fragments), report.clustering_s))
+    out.write("%4s %8s %8s %7s %5s %6s %4s  %s\n" % (
+        "#", "cluster", "buffer", "atoms", "caps", "charge", "mult", "cluster residues"))
+    for f in report.fragments:
+        out.write("%4d %8d %8d %7d %5d %+6d %4d  %s\n" % (
+            f.index, f.cluster_residues, f.buffer_residues, f.atoms, f.caps, f.charge,
+            f.multiplicity, _ranges(list(f.residues))))
+    sizes = report.sizes
+    out.write("fragment atoms: mean %.1f, max %d, total %d (model %d)\n"
+              % (sum(sizes) / len(sizes), max(sizes), sum(sizes), report.n_atoms))
+    c = report.comparison
+    if c is not None:
+        out.write("gradient error vs whole model (kcal/mol/A): RMS %.3f, max %.3f "
+                  "(whole-model gradient RMS %.3f)\n"
+                  % (c.rms_error, c.max_error, c.reference_rms))
+        out.write("wall time: fragments %.2f s, whole model %.2f s\n"
+                  % (c.fragments_s, c.whole_s))
+        out.write("worst atoms:\n")
+        for label, error, norm in c.worst:
+            out.write("  %-22s error %.3f  |g| %.3f\n" % (label, error, norm))
     return 0
-
-
-def _compare(source, model, sites, graph, o, out):
-    import numpy as np
-    from qrefine.restraints.qm import QMRestraints
-    t0 = time.time()
-    grad, _ = source.gradient(sites)
-    t_frag = time.time() - t0
-    symbols = [e.capitalize() for e in graph.elements]
-    whole = QMRestraints(symbols, o["engine"], source.method, options=o["options"],
-                         charge=sum(source.residue_charges))
-    t0 = time.time()
-    _, reference = whole.value_and_gradient(sites)
-    t_whole = time.time() - t0
-    err = np.linalg.norm(grad - reference, axis=1)
-    out.write("gradient error vs whole model (kcal/mol/A): RMS %.3f, max %.3f "
-              "(whole-model gradient RMS %.3f)\n"
-              % (np.sqrt((err ** 2).mean()), err.max(),
-                 np.sqrt((np.linalg.norm(reference, axis=1) ** 2).mean())))
-    out.write("wall time: fragments %.2f s, whole model %.2f s\n" % (t_frag, t_whole))
-    hierarchy_atoms = model.get_hierarchy().atoms()
-    out.write("worst atoms:\n")
-    for i in np.argsort(-err, kind="stable")[:5]:
-        a = hierarchy_atoms[int(i)]
-        out.write("  %-22s error %.3f  |g| %.3f\n"
-                  % (a.id_str().strip(), err[i], np.linalg.norm(reference[i])))
 
 
 def _ranges(labels):
@@ -136,8 +109,6 @@ ligand_charge = None
 
 
 def _parse(argv):
-    from qrefine import params as params_mod
-    from qrefine.charges import parse_ligand_charges
     p, model_path = params_mod.parse_one_model(argv, MASTER_PHIL_STR, "qr.fragments")
     options = {}
     if p.solvent is not None:

@@ -21,6 +21,12 @@ import os
 import sys
 import traceback
 
+from qrefine import __version__
+from qrefine.config import phil as params_mod
+from qrefine.config.phil import params_file_settings, params_files
+from qrefine.errors import QRefineError, output_error
+from qrefine.log import Reporter, header_lines
+
 
 def answer_info_request(argv, help_text, master_str, extra=None):
     """Answer --help (or no arguments), --version and --show-defaults, and
@@ -31,11 +37,9 @@ def answer_info_request(argv, help_text, master_str, extra=None):
         sys.stdout.write(help_text)
         return 0
     if first == "--version":
-        from qrefine import __version__
         sys.stdout.write("qrefine %s\n" % __version__)
         return 0
     if first in ("--show-defaults", "--show_defaults"):
-        from qrefine import params as params_mod
         sys.stdout.write(params_mod.show_defaults(master_str))
         return 0
     if extra and first in extra:
@@ -48,7 +52,6 @@ def plain_run(program, work):
     qr.fragments, qr.setup): ``work()`` returns the exit code (None: 0).
     The same endings as :func:`logged_run`: bad input is one line on stderr
     and exit 1, an interruption 130, a bug one line and exit 2."""
-    from qrefine.errors import QRefineError
     try:
         code = work()
         return 0 if code is None else code
@@ -65,10 +68,6 @@ def plain_run(program, work):
 
 
 def logged_run(program, argv, prepare):
-    from qrefine.errors import QRefineError
-    from qrefine.log import Reporter, header_lines
-    from qrefine.params import params_file_settings, params_files
-    from qrefine.outputs import output_error
     reporter = None
     paths = None
     try:
@@ -117,8 +116,6 @@ def _lock_prefix(paths):
     it went away would hold a lock on a deleted file, so after locking it
     checks that the path still names the file it locked, and else tries
     again."""
-    from qrefine.errors import QRefineError
-    from qrefine.outputs import output_error
     path = os.path.join(paths.directory, "." + os.path.basename(paths.log) + ".lock")
     for _ in range(10):
         try:
@@ -159,7 +156,6 @@ def _keep_crash_log(reporter, paths):
     _roll_back(paths)
     if reporter is None or not reporter.log_path or paths is None:
         return None
-    from qrefine.errors import QRefineError
     partial = reporter.log_path
     crash_log = paths.log[:-len(".log")] + "_crash.log"
     try:
@@ -184,7 +180,6 @@ def _abandon(reporter, paths=None):
     renamed into place (a failed run leaves none).  An output directory this
     run created is removed again if it is empty.  On a directory gone
     read-only, what cannot be removed stays."""
-    from qrefine.errors import QRefineError
     if reporter is not None:
         path = reporter.log_path
         try:

@@ -1,7 +1,15 @@
 """qr.refine: refine a model against a map or reflections, or regularise it."""
 
-import os
 import sys
+
+from qrefine.children import sigterm_as_interrupt
+from qrefine.commands import refine as refine_command
+from qrefine.config import phil as params_mod
+from qrefine.config.checks import check_refine
+from qrefine.engines import list_engines
+from qrefine.errors import QRefineError
+from qrefine.outputs import OutputPaths
+from qrefine.scripts.logged_run import answer_info_request, logged_run
 
 HELP = """\
 usage: qr.refine model.pdb [map.ccp4|data.mtz] [params.eff] [key=value ...]
@@ -59,42 +67,32 @@ options: --help, --show-defaults, --engines, --version
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine import params as params_mod
-    from qrefine.scripts.logged_run import answer_info_request, logged_run
     code = answer_info_request(argv, HELP, params_mod.MASTER_PHIL_STR,
                                {"--engines": show_engines})
     if code is not None:
         return code
-    from qrefine.errors import QRefineError
-    from qrefine.outputs import OutputPaths
 
     def prepare():
         params, files = params_mod.parse(argv)
         unknown_flags = [f for f in files if f.startswith("-")]
         if unknown_flags:
             raise QRefineError("unknown option %s (qr.refine --help)" % unknown_flags[0])
-        if not files:
-            from qrefine.pipeline import classify_inputs
-            classify_inputs(files)
+        check_refine(params, files)  # every check that needs no file, before any is read
         paths = OutputPaths.for_run(files[0], params.output.prefix, params.output.dir,
                                     inputs=files + list(params.restraints_cif or []),
                                     overwrite=params.output.overwrite)
 
         def work(reporter):
-            from qrefine import pipeline
-            pipeline.run(params, files, paths, reporter, argv=argv)
-            reporter.info("wrote %s" % ", ".join(p for p in paths.all() + [paths.weights_plot]
-                                                 if p != paths.log and os.path.exists(p)))
+            result = refine_command.run(params, files, paths, reporter, argv=argv)
+            reporter.info("wrote %s" % ", ".join(p for p in result.written if p != paths.log))
         return paths, work
 
-    from qrefine.children import sigterm_as_interrupt
     with sigterm_as_interrupt():  # a batch system's SIGTERM ends the run like Ctrl-C
         return logged_run("qr.refine", argv, prepare)
 
 
 def show_engines():
     """List the QM engines, whether each can run here, and what to install."""
-    from qrefine.engines import list_engines
     rows = list_engines()
     sys.stdout.write("%-10s %-10s %s\n" % ("engine", "available", "notes"))
     for name, ok, note in rows:

@@ -6,6 +6,11 @@ this copies them into the user data directory, where qr.refine finds them.
 
 import sys
 
+from qrefine.commands import setup as setup_command
+from qrefine.errors import QRefineError
+from qrefine.model import chem_data
+from qrefine.scripts.logged_run import answer_info_request, plain_run
+
 HELP = """\
 usage: qr.setup chem_data=<directory|archive|URL> [destination=<dir>]
        qr.setup --check [chem_data=<dir>]
@@ -23,8 +28,6 @@ the user data directory (%s).
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qrefine import chem_data
-    from qrefine.scripts.logged_run import answer_info_request, plain_run
     if argv and argv[0] in ("--show-defaults", "--show_defaults"):
         argv = ["--help"]  # qr.setup has no PHIL parameters: its help lists them all
     code = answer_info_request(argv, HELP % chem_data.user_data_dir(), "")
@@ -34,8 +37,6 @@ def main(argv=None):
 
 
 def _run(argv, out):
-    from qrefine import chem_data
-    from qrefine.errors import QRefineError
     options = {}
     check = False
     for arg in argv:
@@ -46,14 +47,11 @@ def _run(argv, out):
             options[key] = value
         else:
             raise QRefineError("unexpected argument %s (qr.setup --help)" % arg)
-    if check:
-        path = chem_data.locate(options.get("chem_data"))
-        out.write("chemistry data found: %s\n" % path)
-        return 0
-    if "chem_data" not in options:
-        raise QRefineError("give the source: qr.setup chem_data=<directory|archive|URL>")
-    path = chem_data.install(options["chem_data"], options.get("destination"))
-    out.write("installed chemistry data in %s\n" % path)
+    result = setup_command.run(options.get("chem_data"), options.get("destination"), check)
+    if result.installed:
+        out.write("installed chemistry data in %s\n" % result.path)
+    else:
+        out.write("chemistry data found: %s\n" % result.path)
     return 0
 
 

@@ -26,7 +26,7 @@ def test_data():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    from qrefine import chem_data
+    from qrefine.model import chem_data
     chem_data.activate(os.path.join(root, "chem_data"))
     return root
 
@@ -39,7 +39,7 @@ def structures(test_data):
 @pytest.fixture(scope="session")
 def helix_model(structures):
     """The 1us0 helix with H (a87_99_h.pdb, 94 atoms), read without restraints."""
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     return read_model(os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb"),
                       make_restraints=False)
 

@@ -21,10 +21,10 @@ import subprocess
 import numpy as np
 import pytest
 
-import qrefine.checkpoint
+import qrefine.refine.checkpoint
 import qrefine.errors
 import qrefine.outputs
-import qrefine.pipeline
+import qrefine.commands.refine
 from qrefine.scripts.refine import main
 from test_cli import assert_one_line_error, run_cli
 
@@ -100,14 +100,14 @@ def test_model_ending_beyond_pdb_range_is_written_as_mmcif_only(tmp_path, capsys
     h.atoms().set_xyz(flex.vec3_double(xyz))
     with open(model, "w") as f:
         f.write(h.as_pdb_string(crystal_symmetry=inp.crystal_symmetry()))
-    real = qrefine.pipeline.run_protocol
+    real = qrefine.commands.refine.run_protocol
 
     def moved_out(*args, **kwargs):
         result, ck = real(*args, **kwargs)
         result.sites = np.array(result.sites) + [0.0, -1.5, 0.0]
         return result, ck
 
-    monkeypatch.setattr(qrefine.pipeline, "run_protocol", moved_out)
+    monkeypatch.setattr(qrefine.commands.refine, "run_protocol", moved_out)
     out = tmp_path / "out"
     out.mkdir()
     (out / "r_refined.pdb").write_text("an earlier run's model\n")
@@ -217,13 +217,13 @@ def test_disk_full_while_writing_outputs(capsys, helix, small_disk, monkeypatch)
     capsys.readouterr()
     before = _files(out)
     assert sorted(before) == ["r.log", "r_refined.cif", "r_refined.pdb", "r_summary.json"]
-    real = qrefine.pipeline.write_model
+    real = qrefine.commands.refine.write_model
 
     def fill_then_write(*args, **kwargs):
         fill_disk(small_disk)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(qrefine.pipeline, "write_model", fill_then_write)
+    monkeypatch.setattr(qrefine.commands.refine, "write_model", fill_then_write)
     code, _, err = run_cli(argv + ["output.overwrite=true"], capsys)
     assert_one_line_error(code, err, "cannot write %s" % (out / "r_refined."),
                           "No space left on device", "free space or choose another output.dir=")
@@ -235,13 +235,13 @@ def test_disk_full_while_writing_outputs(capsys, helix, small_disk, monkeypatch)
 def test_disk_full_while_writing_a_checkpoint(capsys, helix, small_disk, monkeypatch):
     model, mtz = helix
     out = small_disk / "out"
-    real = qrefine.checkpoint.Checkpoint.save
+    real = qrefine.refine.checkpoint.Checkpoint.save
 
     def fill_then_save(self):
         fill_disk(small_disk)
         return real(self)
 
-    monkeypatch.setattr(qrefine.checkpoint.Checkpoint, "save", fill_then_save)
+    monkeypatch.setattr(qrefine.refine.checkpoint.Checkpoint, "save", fill_then_save)
     code, _, err = run_cli([model, mtz] + FAST + ["output.prefix=r", "output.dir=%s" % out],
                            capsys)
     assert_one_line_error(code, err, "cannot write %s" % (out / "r.checkpoint"),
@@ -255,14 +255,14 @@ def test_disk_full_while_writing_the_log(capsys, helix, small_disk, monkeypatch)
     are logged (more than the log's last, partly used page can take)."""
     model, mtz = helix
     out = small_disk / "out"
-    real = qrefine.pipeline.build_restraints
+    real = qrefine.commands.refine.build_restraints
 
     def fill_then_build(*args, **kwargs):
         fill_disk(small_disk)
         kwargs["reporter"].info("x" * 8192)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(qrefine.pipeline, "build_restraints", fill_then_build)
+    monkeypatch.setattr(qrefine.commands.refine, "build_restraints", fill_then_build)
     code, _, err = run_cli([model, mtz] + FAST + ["output.prefix=r", "output.dir=%s" % out],
                            capsys)
     assert_one_line_error(code, err, "cannot write %s" % (out / "r.log"),
@@ -289,7 +289,7 @@ def test_output_dir_turns_read_only_mid_run(tmp_path, capsys, helix, monkeypatch
         how = "mount"
     else:  # root ignores permission bits, and may not mount: simulate EROFS
         how = "simulated"
-    real_write = qrefine.pipeline.write_model
+    real_write = qrefine.commands.refine.write_model
 
     def refused_mkstemp(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get("dir"))
@@ -303,7 +303,7 @@ def test_output_dir_turns_read_only_mid_run(tmp_path, capsys, helix, monkeypatch
             monkeypatch.setattr(qrefine.outputs.tempfile, "mkstemp", refused_mkstemp)
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(qrefine.pipeline, "write_model", read_only_then_write)
+    monkeypatch.setattr(qrefine.commands.refine, "write_model", read_only_then_write)
     try:
         code, _, err = run_cli([model, mtz] + FAST + ["output.prefix=r",
                                                       "output.dir=%s" % out], capsys)

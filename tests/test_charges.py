@@ -6,9 +6,9 @@ import iotbx.pdb
 import numpy as np
 import pytest
 
-from qrefine import charges
+from qrefine.model import charges
 from qrefine.errors import QRefineError
-from qrefine.model_io import read_model
+from qrefine.model.io import read_model
 
 THREEJ63 = "cryo_em/3j63_A/3j63_A_box_complete.pdb"
 HELIX = "xray/1us0_helix/a87_99_h.pdb"

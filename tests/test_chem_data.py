@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from qrefine import chem_data
+from qrefine.model import chem_data
 from qrefine.errors import QRefineError
 
 

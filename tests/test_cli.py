@@ -284,12 +284,12 @@ def test_every_command_shares_the_runner(program, tmp_path, capsys, monkeypatch,
 ])
 def test_bad_refinement_settings_are_refused_before_the_model_is_read(
         tmp_path, capsys, helix, monkeypatch, arg, words):
-    import qrefine.model_io
+    import qrefine.model.io
 
     def never(*args, **kwargs):
         raise AssertionError("the model was read before the parameters were checked")
 
-    monkeypatch.setattr(qrefine.model_io, "read_model", never)
+    monkeypatch.setattr(qrefine.model.io, "read_model", never)
     out = tmp_path / "out"
     code, _, err = run_cli([helix, arg, "output.dir=%s" % out], capsys)
     assert_one_line_error(code, err, words)

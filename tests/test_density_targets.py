@@ -17,7 +17,7 @@ SCORES = ("inner_product", "cc", "relative_entropy")
 @pytest.fixture(scope="module")
 def em(structures):
     from qrefine.data.maps import read_map
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     d = os.path.join(structures, "cryo_em", "3j63_A")
     model = read_model(os.path.join(d, "3j63_A_box_complete.pdb"), make_restraints=False)
     return model, read_map(os.path.join(d, "3j63_A_box.ccp4"))

@@ -82,16 +82,14 @@ def test_qr_refine_opt_reaches_the_gfn2_minimum(capped_gly, tmp_path, test_data)
 
 
 def test_low_level_must_be_a_force_field():
-    from qrefine import params as params_mod
+    """Refused with the other parameter checks, before any file is read."""
+    from qrefine.config import phil as params_mod
+    from qrefine.config.checks import check_refine
     from qrefine.errors import QRefineError
-    from qrefine.restraints.factory import build_restraints
 
-    class _Model:
-        def get_number_of_atoms(self):
-            return 19
     p, _ = params_mod.parse(["restraints=qm", "qm.low_level=GFN2-xTB"])
     with pytest.raises(QRefineError) as e:
-        build_restraints(_Model(), "m.pdb", p, None)
+        check_refine(p, ["does_not_exist.pdb"])
     assert "only GFN-FF" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -114,7 +112,7 @@ def test_a_last_cycle_that_raises_the_qm_target_is_undone():
     one macro cycle that rise is only seen by the check after the loop,
     which must return the start (one more QM call); with more cycles the
     refinement still ends below the start."""
-    from qrefine.refinement import refine
+    from qrefine.refine.macro_cycles import refine
     from qrefine.restraints.dual_level import DualLevelRestraints
     start = np.full((2, 3), 0.05)
     for cycles in (1, 4):

@@ -194,8 +194,8 @@ def test_mozyme_gradient_matches_conventional_pm7(helix_model, tmp_path):
 
 
 def test_linear_scaling_is_for_mopac_only():
-    from qrefine import params
-    from qrefine.restraints.factory import engine_options
+    from qrefine.config import phil as params
+    from qrefine.config.checks import engine_options
     on, _ = params.parse(["qm.linear_scaling=true", "mode=opt"])
     assert engine_options(engine_module("mopac"), on.qm) == {"linear_scaling": True}
     with pytest.raises(QRefineError, match="engine xtb does not use qm.linear_scaling"):

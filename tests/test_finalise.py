@@ -21,7 +21,7 @@ PUBLISHED_3J63_A_H = 730
 
 
 def _read(structures, parts, selection=None):
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.finalise import select
     path = os.path.join(structures, *parts)
     return select(model_io.read_model(path, make_restraints=False), selection, path)
@@ -69,7 +69,7 @@ def _write(model, path):
 # --- altlocs -----------------------------------------------------------------
 
 def test_altloc_keeps_most_occupied_conformer(structures, tmp_path):
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.finalise import finalise
     text = open(os.path.join(structures, "qrefine_unit_test_files", "h_altconf.pdb")).read()
     lines = []
@@ -114,7 +114,7 @@ def test_keep_altlocs_is_refused():
 # --- side chains -------------------------------------------------------------
 
 def test_truncated_side_chains_are_rebuilt(structures):
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.finalise import finalise, regularise
     model = _read(structures, STRUCTURES_3DTJ, "chain A and resseq 149:160")
     full = {a.name.strip() for a in model.get_hierarchy().atoms()
@@ -160,7 +160,7 @@ def test_truncated_side_chains_are_rebuilt(structures):
 def test_contact_term_exempts_hydrogen_bonds(structures):
     """Polar H are probe donors and O acceptors, so an N-H...O=C H-bond is
     no clash for the regularisation (as in probe)."""
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.finalise import finalise, regularise
     model = finalise(_read(structures, STRUCTURES_3DTJ, "chain A and resseq 166:176"),
                      _fast()).model
@@ -183,7 +183,7 @@ def test_regularisation_clears_riding_hydrogen_clashes(structures):
     result = finalise(model, _fast())
     _assert_heavy_atoms_kept(model, result.model)
     done = result.model
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     model_io.process(done, "piece")
     hydrogens = np.array([a.element_is_hydrogen() for a in done.get_hierarchy().atoms()])
     assert result.regularisation is not None
@@ -194,7 +194,7 @@ def test_regularisation_clears_riding_hydrogen_clashes(structures):
 
 def test_hydrogen_count_is_that_of_the_library(structures):
     from mmtbx.monomer_library import server
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.finalise import finalise, missing_hydrogens
     model = _read(structures, STRUCTURES_3DTJ, "chain A and resseq 149:158")
     srv = server.server()
@@ -264,7 +264,7 @@ def test_bad_protonation_override(structures, spec, words):
 # --- refusals ----------------------------------------------------------------
 
 def test_refuses_nucleic_acid(structures, tmp_path):
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.finalise import finalise
     piece = _read(structures, STRUCTURES_3DTJ, "chain A and resseq 149:150")
     text = piece.get_hierarchy().as_pdb_string().replace("END\n", "")
@@ -288,7 +288,7 @@ def test_refuses_missing_backbone(structures):
 
 
 def test_refuses_unknown_ligand(structures, tmp_path):
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.finalise import finalise
     piece = _read(structures, STRUCTURES_3DTJ, "chain A and resseq 149:150")
     text = piece.get_hierarchy().as_pdb_string().replace("END\n", "")

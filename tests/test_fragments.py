@@ -15,7 +15,7 @@ from common import xtb_or_skip
 
 @pytest.fixture(scope="module")
 def helix_3j63(structures):
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     return read_model(os.path.join(structures, "cryo_em", "3j63_A",
                                    "3j63_A_box_complete.pdb"), make_restraints=False)
 
@@ -122,7 +122,7 @@ def test_cap_jacobian_by_finite_differences():
 
 
 def test_fragment_charges(helix_3j63):
-    from qrefine.charges import residue_charges, total_charge
+    from qrefine.model.charges import residue_charges, total_charge
     g = residue_graph(helix_3j63)
     sites = np.array(helix_3j63.get_sites_cart())
     charges = [r.charge for r in residue_charges(helix_3j63)]
@@ -199,8 +199,8 @@ def test_minimisation_lowers_the_whole_model_energy(helix_model):
     source (line-integral value) lowers the true energy."""
     xtb_or_skip()
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
-    from qrefine.minimizer import lbfgs
-    from qrefine.protocol import QM_MAX_STEP
+    from qrefine.refine.minimizer import lbfgs
+    from qrefine.refine.protocol import QM_MAX_STEP
     from qrefine.restraints.qm import QMRestraints
     rng = np.random.RandomState(0)
     start = np.array(helix_model.get_sites_cart()) + rng.normal(scale=0.1, size=(94, 3))
@@ -256,8 +256,8 @@ def test_clashing_side_chains_are_not_covalent_links(structures):
     bond.  Taking it for a link would cap it and make fragments odd."""
     from qrefine.fragments.clustering import cluster_residues
     from qrefine.fragments.fragment import make_fragments
-    from qrefine.charges import residue_charges
-    from qrefine.model_io import read_model
+    from qrefine.model.charges import residue_charges
+    from qrefine.model.io import read_model
     model = read_model(os.path.join(structures, "cryo_em/5fn5_C/5fn5_chain_c_box_complete.pdb"),
                        make_restraints=False)
     sites = model.get_sites_cart().as_numpy_array()

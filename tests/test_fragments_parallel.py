@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from qrefine import params as params_mod
+from qrefine.config import phil as params_mod
 from qrefine.errors import QRefineError
 from common import xtb_or_skip
 
@@ -404,7 +404,7 @@ def test_worker_deaths_do_not_change_the_refined_model(helix_model, structures):
     very model of an undisturbed run."""
     import iotbx.pdb
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
-    from qrefine.refinement import refine
+    from qrefine.refine.macro_cycles import refine
     start = iotbx.pdb.input(os.path.join(structures, "xray/1us0_helix/perturbed/0.3/1.pdb")) \
         .atoms().extract_xyz().as_numpy_array()
 

@@ -38,7 +38,7 @@ def test_fsc_stops_at_the_resolution():
 def test_fsc_avg_is_reported_and_falls_for_a_perturbed_model(structures):
     from qrefine.data.maps import read_map
     from qrefine.data.real_space import RealSpaceTarget
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     d = os.path.join(structures, "cryo_em", "3j63_A")
     model = read_model(os.path.join(d, "3j63_A_box_complete.pdb"), make_restraints=False)
     t = RealSpaceTarget(model, read_map(os.path.join(d, "3j63_A_box.ccp4")), 3.8)

@@ -25,7 +25,7 @@ def _modules():
 
 def _unit(name, modules):
     """The room a module belongs to: its package under qrefine
-    (qrefine.fragments), or itself for a top-level module (qrefine.pipeline)."""
+    (qrefine.fragments), or itself for a top-level module (qrefine.commands.refine)."""
     parts = name.split(".")
     unit = ".".join(parts[:2])
     return unit if unit in modules else None
@@ -131,3 +131,57 @@ def test_every_restraint_source_derives_from_the_seam():
     source = Flat()
     assert source.timing() == {} and source.summary() is None
     assert source.symmetry_summary() is None and source.primary is source
+
+
+# Imports inside functions are allowed only for what may be missing or is
+# loaded on purpose late: optional dependencies (dask, PySCF with its D3),
+# an engine's own library (a broken xtb must not break the other engines),
+# matplotlib (plots import it when drawn), and the two load-order guards.
+LATE_IMPORTS_ALLOWED = ("matplotlib", "dask", "distributed", "pyscf", "dftd3", "xtb")
+LOAD_ORDER_GUARDS = {
+    # cctbx's compiled core before scipy/matplotlib (see qrefine/__init__.py)
+    ("qrefine/__init__.py", "sys"), ("qrefine/__init__.py", "scitbx.array_family.flex"),
+    # a Dask worker on another machine loads cctbx first too
+    ("qrefine/restraints/dask_executor.py", "qrefine"),
+}
+
+
+def _late_imports(path):
+    """[(module, line)] of imports made inside functions in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    out.extend((a.name, inner.lineno) for a in inner.names)
+                elif isinstance(inner, ast.ImportFrom):
+                    out.append((inner.module or "", inner.lineno))
+    return sorted(set(out), key=lambda x: x[1])
+
+
+def _hidden_imports(paths):
+    hidden = []
+    for path in paths:
+        rel = os.path.relpath(path, os.path.dirname(ROOT))
+        for module, line in _late_imports(path):
+            if module.split(".")[0] in LATE_IMPORTS_ALLOWED or (rel, module) in LOAD_ORDER_GUARDS:
+                continue
+            hidden.append("%s:%d imports %s inside a function" % (rel, line, module))
+    return hidden
+
+
+def test_no_imports_hidden_in_functions():
+    scripts = os.path.join(os.path.dirname(ROOT), "scripts")
+    paths = list(_modules().values())
+    if os.path.isdir(scripts):  # a source checkout (the installed copy is qrefine/scripts)
+        paths += [os.path.join(scripts, f) for f in os.listdir(scripts) if f.endswith(".py")]
+    assert _hidden_imports(paths) == []
+
+
+def test_the_check_sees_a_hidden_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import os\n\ndef f():\n    from qrefine import engines\n"
+                      "    import matplotlib\n    return engines\n")
+    assert _hidden_imports([str(module)]) == [
+        "%s:4 imports qrefine inside a function"
+        % os.path.relpath(str(module), os.path.dirname(ROOT))]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from qrefine.minimizer import lbfgs
-from qrefine.target import CompositeTarget
+from qrefine.refine.minimizer import lbfgs
+from qrefine.refine.target import CompositeTarget
 from qrefine.weights.initial import gradient_norm_ratio
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from qrefine import params
+from qrefine.config import phil as params
 from qrefine.errors import QRefineError
 
 
@@ -69,3 +69,51 @@ def test_missing_params_file_is_named(tmp_path):
         params.parse(["model.pdb", "data.mtz", missing])
     assert missing in str(e.value) and "does not exist" in str(e.value)
     assert "too many" not in str(e.value)
+
+
+# --- the frozen options object --------------------------------------------------
+
+def test_parsed_options_are_frozen():
+    import pickle
+    from qrefine.config.options import FrozenOptionError, Options
+    p, files = params.parse(["m.pdb", "nproc=2", "restraints_cif=a.cif",
+                             "restraints_cif=b.cif", "weights.trials=1,2"])
+    assert isinstance(p, Options) and files == ["m.pdb"]
+    assert p.nproc == 2 and p.weights.trials == (1.0, 2.0)
+    assert p.restraints_cif == ("a.cif", "b.cif")  # multiple values: a tuple
+    with pytest.raises(FrozenOptionError, match="option nproc is read-only"):
+        p.nproc = 4
+    with pytest.raises(FrozenOptionError, match="option weights.trials is read-only"):
+        p.weights.trials = None
+    # Worker processes get options by pickling.
+    q = pickle.loads(pickle.dumps(p))
+    assert q.nproc == 2 and q.weights.grid_factor == p.weights.grid_factor
+    # The summary's parameters come from the frozen object as they did from PHIL.
+    flat = params.as_dict(p)
+    assert flat["nproc"] == 2 and flat["restraints_cif"] == ["a.cif", "b.cif"]
+
+
+def test_every_file_independent_check_runs_before_any_file_is_read(tmp_path):
+    """qrefine.config.checks refuses bad combinations with paths that do not
+    even exist: no file is opened to find them."""
+    from qrefine.config.checks import check_refine
+    missing = str(tmp_path / "nowhere.pdb")
+    cases = [
+        ([missing, str(tmp_path / "m.ccp4")], [], "resolution= is required"),
+        ([missing], ["refine.max_step=0"], "refine.max_step must be > 0"),
+        ([missing], ["refine.gradient_tolerance=-1"], "gradient_tolerance must be > 0"),
+        ([missing], ["restraints=qm", "ramachandran_restraints=true"],
+         "ramachandran_restraints=true is for restraints=cctbx"),
+        ([missing], ["restraints=qm", "qm.low_level=GFN2-xTB"], "only GFN-FF is supported"),
+        ([missing], ["restraints=qm", "engine=xtb", "method=PM7"], "engine xtb has no method"),
+        ([missing], ["restraints=qm", "engine=xtb", "qm.basis=6-31G"],
+         "engine xtb does not use qm.basis"),
+        ([missing], ["parallel.scheduler=tcp://h:1"], "only used with parallel.backend=dask"),
+        ([missing, str(tmp_path / "d.xyz")], [], "cannot tell whether"),
+    ]
+    for files, settings, message in cases:
+        p, _ = params.parse(settings)
+        with pytest.raises(QRefineError, match=message):
+            check_refine(p, files)
+    p, _ = params.parse(["restraints=qm", "engine=xtb", "method=GFN2-xTB"])
+    assert check_refine(p, [missing, "m.mtz"]) == (missing, "m.mtz", "reflections")

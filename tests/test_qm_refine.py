@@ -52,9 +52,10 @@ def test_odd_electrons_need_a_multiplicity(tmp_path, structures, capsys):
 
 def test_qm_options_reach_only_engines_that_take_them():
     import pytest
-    from qrefine import engines, params
+    from qrefine import engines
+    from qrefine.config import phil as params
     from qrefine.errors import QRefineError
-    from qrefine.restraints.factory import engine_options
+    from qrefine.config.checks import engine_options
     p, _ = params.parse(["qm.basis=6-31G*", "qm.solvent=methanol"])
     with pytest.raises(QRefineError):
         engine_options(engines.engine_module("pyscf"), p.qm)   # pyscf has no solvent
@@ -77,8 +78,8 @@ def test_qm_options_reach_only_engines_that_take_them():
 
 def test_openmp_engines_get_nproc_threads_unless_the_user_set_them(monkeypatch):
     import os
-    from qrefine import params
-    from qrefine.pipeline import limit_engine_threads
+    from qrefine.config import phil as params
+    from qrefine.commands.refine import limit_engine_threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     p, _ = params.parse(["restraints=qm", "engine=xtb", "nproc=3"])
     limit_engine_threads(p)

@@ -15,7 +15,7 @@ EM = ("cryo_em", "3j63_A")
 def em(structures):
     """3j63_A model (restraints not needed here) and its boxed map."""
     from qrefine.data.maps import read_map
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     d = os.path.join(structures, *EM)
     model = read_model(os.path.join(d, "3j63_A_box_complete.pdb"), make_restraints=False)
     map_path = os.path.join(d, "3j63_A_box.ccp4")
@@ -234,7 +234,7 @@ def test_non_orthogonal_cell_gradient(tmp_path):
     from cctbx import crystal
     from qrefine.data.maps import read_map
     from qrefine.data.real_space import RealSpaceTarget
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     import iotbx.map_manager
     from scitbx.array_family import flex
     cs = crystal.symmetry((30.0, 32.0, 28.0, 90.0, 110.0, 90.0), "P 1")

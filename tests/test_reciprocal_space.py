@@ -12,7 +12,7 @@ from qrefine.errors import QRefineError
 def helix(structures):
     """Reference 1us0 helix (with H, nuclear X-H distances) and its data."""
     from qrefine.data.reflections import read_reflections
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     d = os.path.join(structures, "xray", "1us0_helix")
     model = read_model(os.path.join(d, "a87_99_h.pdb"), use_neutron_distances=True)
     mtz = os.path.join(d, "data.mtz")
@@ -21,7 +21,7 @@ def helix(structures):
 
 @pytest.fixture(scope="module")
 def perturbed_helix(structures, helix):
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     path = os.path.join(structures, "xray", "1us0_helix", "perturbed", "1.5", "0.pdb")
     return read_model(path, use_neutron_distances=True), helix[1]
 
@@ -102,7 +102,7 @@ def test_target_does_not_touch_model_and_tracks_sites(helix):
 
 
 def test_bulk_solvent_matters_for_real_data(structures):
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     d = os.path.join(structures, "xray", "3dtj")
     model = read_model(os.path.join(d, "3dtj.pdb"))
     data = _read(os.path.join(d, "3dtj.mtz"), model.crystal_symmetry())

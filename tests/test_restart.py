@@ -98,7 +98,7 @@ def test_kill_and_resume_gives_the_same_model(tmp_path, structures, test_data):
 
 def test_a_model_replaced_at_the_same_path_is_refused(tmp_path):
     """The checkpoint holds the inputs' contents (SHA-256), not their paths."""
-    from qrefine.checkpoint import Checkpoint, fingerprint
+    from qrefine.refine.checkpoint import Checkpoint, fingerprint
     from qrefine.errors import QRefineError
     model = tmp_path / "m.pdb"
     model.write_text("ATOM      1  CA  GLY A   1       1.000   2.000   3.000  1.00 10.00           C\n")
@@ -114,7 +114,7 @@ def test_a_model_replaced_at_the_same_path_is_refused(tmp_path):
 
 
 def test_restart_with_other_parameters_is_refused(tmp_path, structures, capsys, test_data):
-    from qrefine.checkpoint import Checkpoint
+    from qrefine.refine.checkpoint import Checkpoint
     ck = Checkpoint(str(tmp_path / "x.checkpoint"), {"inputs": {}, "parameters": {"a": 1}})
     ck.save()
     d = os.path.join(structures, "xray/1us0_helix")
@@ -125,7 +125,7 @@ def test_restart_with_other_parameters_is_refused(tmp_path, structures, capsys, 
 
 
 def test_a_resumed_run_may_change_its_number_of_macro_cycles():
-    from qrefine.checkpoint import fingerprint
+    from qrefine.refine.checkpoint import fingerprint
     def fp(**parameters):
         return fingerprint({"model": None}, dict({"data_weight": 1.0}, **parameters))
     a = fp(**{"refine.macro_cycles": 5, "qm.low_level_cycles": 30})
@@ -136,7 +136,7 @@ def test_a_resumed_run_may_change_its_number_of_macro_cycles():
 def test_truncated_checkpoint_is_bad_input(tmp_path):
     """A checkpoint cut in half (a full disk, a broken copy) is refused in one
     line that names the file, not as an internal error."""
-    from qrefine.checkpoint import Checkpoint
+    from qrefine.refine.checkpoint import Checkpoint
     from qrefine.errors import QRefineError
     path = str(tmp_path / "r.checkpoint")
     ck = Checkpoint(path, {"inputs": {}, "parameters": {}})

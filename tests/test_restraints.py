@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from common import central_difference
-from qrefine.model_io import read_model
+from qrefine.model.io import read_model
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 
 

@@ -28,7 +28,7 @@ SETS = {"5bmi": ("xray/5bmi/5bmi_refine_001_complete.pdb", "P 1 21 1"),
 
 
 def _read(structures, name):
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     return model_io.read_model(os.path.join(structures, SETS[name][0]),
                                make_restraints=False)
 
@@ -48,7 +48,7 @@ def _small_asu(structures, name, pad=5.0, uncharged=False):
     charge, and only such residues."""
     from scipy.spatial import cKDTree
     from scitbx.array_family import flex
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     full = _read(structures, name)
     fx = full.get_sites_cart().as_numpy_array()
@@ -120,7 +120,7 @@ def _brute_force_environment(model, radius):
     the same image is left out; caps are placed on the image's own atoms,
     not through :class:`qrefine.restraints.symmetry.SymmetryEnvironment`."""
     from scipy.spatial import cKDTree
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     from qrefine.fragments.capping import cap_distance
     from qrefine.model.elements import element_of
@@ -154,7 +154,7 @@ def _brute_force_environment(model, radius):
 
 def _gfn2_gradient(symbols, positions, charge):
     """GFN2-xTB in GBSA water (the default qm.solvent), kcal/mol/A."""
-    from qrefine.charges import electron_count
+    from qrefine.model.charges import electron_count
     from qrefine.restraints.qm import QMRestraints
     mult = 1 + electron_count(symbols, charge) % 2
     qm = QMRestraints(symbols, "xtb", method="GFN2-xTB", charge=charge, multiplicity=mult,
@@ -313,7 +313,7 @@ def test_gfnff_expanded_model_matches_brute_force_supercell(structures, name):
     explicit P1 super-cell (the same truncation rule), to 1e-6 kcal/mol/A."""
     from scipy.spatial import cKDTree
     from qrefine.restraints import symmetry
-    from qrefine.charges import electron_count
+    from qrefine.model.charges import electron_count
     from qrefine.restraints.qm import QMRestraints
     _xtb_or_skip()
     model = _small_asu(structures, name)
@@ -353,7 +353,7 @@ def test_capped_environment_matches_brute_force_supercell(structures, name):
     expanded model with its H-capped copies (symmetry.radius 6 A) gives the
     central copy the gradient it has among the same residues of an explicit
     P1 super-cell, capped independently (measured: < 1e-5 kcal/mol/A)."""
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     _xtb_or_skip()
     model = _small_capped_asu(structures, name)
@@ -401,7 +401,7 @@ def test_expanded_model_matches_a_complete_supercell(structures, name, method):
     atom (reached: GFN2 0.027 / 0.016, GFN-FF 0.020 / 0.034).  Charged
     residues are left out because the field of charged copies converges far
     more slowly (README "Crystal symmetry")."""
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     from qrefine.restraints.qm import QMRestraints
     _xtb_or_skip()
@@ -443,7 +443,7 @@ def test_truncation_error_against_a_complete_environment(structures):
     unit alone: RMS 1.7, largest 10.  The tail converges slowly: against
     20 A (1557 atoms) the 6 A error is 0.051 / 0.175 and the 16 A one
     0.027 / 0.077 (benchmarks/symmetry.py, README "Crystal symmetry")."""
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     _xtb_or_skip()
     model = _small_capped_asu(structures, "5bmi")
@@ -520,7 +520,7 @@ def test_rules_and_value_consistency():
 
 
 def test_params_and_when_symmetry_applies(structures):
-    from qrefine import params as params_mod
+    from qrefine.config import phil as params_mod
     from qrefine.restraints.factory import expands_symmetry
     p, _ = params_mod.parse(["restraints=qm"])
     assert p.symmetry.expand is None and p.symmetry.radius == 6.0
@@ -614,7 +614,7 @@ def test_caps_close_the_environment(structures):
     """Copies cut from their chains are capped: each cap H lies on the bond
     toward the image of the missing neighbour at the X-H cap distance, and
     the model plus its capped environment has an even electron count."""
-    from qrefine import charges
+    from qrefine.model import charges
     from qrefine.restraints import symmetry
     model = _read(structures, "5c11")
     x = model.get_sites_cart().as_numpy_array()
@@ -662,7 +662,9 @@ def test_build_restraints_wires_the_environment(structures, tmp_path):
     """restraints=qm on a non-P1 crystal (5bmi, P2_1): whole-model QM gets the capped
     environment (charges of the copied residues added); fragments get it as
     buffer candidates; symmetry.expand=false leaves the model alone."""
-    from qrefine import charges, model_io, params as params_mod
+    from qrefine.model import charges
+    from qrefine.model import io as model_io
+    from qrefine.config import phil as params_mod
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.restraints.factory import build_restraints
     from qrefine.restraints.qm import QMRestraints
@@ -698,7 +700,8 @@ def test_dual_level_includes_the_copies(structures, tmp_path):
     """qm.low_level=GFN-FF on a crystal: the cheap level computes the model
     with the same copies as the QM level (direct rule for both), whole
     model or fragments."""
-    from qrefine import model_io, params as params_mod
+    from qrefine.model import io as model_io
+    from qrefine.config import phil as params_mod
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.restraints.dual_level import DualLevelRestraints
     from qrefine.restraints.factory import build_restraints
@@ -733,7 +736,7 @@ def test_dual_level_with_copies_ends_at_the_crystal_qm_stationary_point(structur
     direct gradient falls from 238 to about 2.4 kcal/mol/A in 14 QM calls
     (measured), the model's QM minimum among its fixed-shape copies."""
     from qrefine.restraints import symmetry
-    from qrefine.refinement import refine
+    from qrefine.refine.macro_cycles import refine
     from qrefine.restraints.dual_level import DualLevelRestraints
     from qrefine.restraints.qm import QMRestraints
     _xtb_or_skip()
@@ -764,7 +767,7 @@ def test_crystal_refinement_reports_contacts_with_and_without_copies(structures,
     object says whether the QM system held the copies, describes them, and
     counts the H-bonds to copies in the input and refined models."""
     import json
-    from qrefine import model_io
+    from qrefine.model import io as model_io
     from qrefine.scripts.finalise import main as finalise
     from qrefine.scripts.refine import main as refine
     from qrefine.validation.hbonds import count_intercopy_hbonds

@@ -19,7 +19,7 @@ KEYS = ["bond_rmsd", "angle_rmsd", "rama_favored", "rama_allowed", "rama_outlier
 
 
 def _read(structures, rel, **kwargs):
-    from qrefine.model_io import read_model
+    from qrefine.model.io import read_model
     return read_model(os.path.join(structures, rel), **kwargs)
 
 

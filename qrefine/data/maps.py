@@ -14,11 +14,12 @@ import os
 import struct
 import warnings
 
-import numpy as np
+import iotbx.map_manager
 from libtbx.utils import null_out
+import numpy as np
 
 from qrefine.errors import QRefineError
-from qrefine.model_io import check_readable
+from qrefine.model.io import check_readable
 
 # A model with more than this fraction of its atoms outside the map box is in
 # the wrong frame (or the box was cut too tight): refining it would fit
@@ -84,7 +85,6 @@ def read_map(path):
     """Read a CCP4/MRC map; every problem a user can fix is a QRefineError."""
     check_readable(path, "map")
     _check_header(path)
-    import iotbx.map_manager
     try:
         # mrcfile warns about odd headers; the reader decides what is fatal.
         with warnings.catch_warnings():

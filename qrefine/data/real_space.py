@@ -29,14 +29,17 @@ Decisions (why):
   of density wrapped round from the opposite face.
 """
 
+from cctbx import xray
+from mmtbx.maps.correlation import five_cc
 import numpy as np
 from scipy import ndimage
+from scitbx.array_family import flex
 
 from qrefine.data.fsc import fsc_average
 from qrefine.data.gaussian import GaussianDensity
 from qrefine.data.maps import check_model_in_map
 from qrefine.errors import QRefineError
-from qrefine.model_io import hydrogen_mask
+from qrefine.model.io import hydrogen_mask
 
 PAD = 4  # the prefilter's influence decays by 0.27 per point; 4 points make it flat
 
@@ -79,7 +82,6 @@ class RealSpaceTarget:
         self.gaussian = GaussianDensity.for_map(map_data, resolution)
         # Scatterers for CC_mask, put in the box's P1 cell: five_cc builds the
         # model map on the map's grid from the structure's cell.
-        from cctbx import xray
         self._xrs = xray.structure(
             crystal_symmetry=map_data.crystal_symmetry,
             scatterers=model.get_xray_structure().scatterers().deep_copy())
@@ -149,8 +151,6 @@ class RealSpaceTarget:
     def statistics(self, sites_cart):
         """CC_mask (mmtbx five_cc) of the whole model (H included) and the
         unweighted map-model FSC average (seed 004's monitor) at ``resolution``."""
-        from mmtbx.maps.correlation import five_cc
-        from scitbx.array_family import flex
         box = np.ascontiguousarray(self.map_data.box_frame(sites_cart), dtype=float)
         xrs = self._xrs.deep_copy_scatterers()
         xrs.set_sites_cart(flex.vec3_double(flex.double(box.ravel())))

@@ -29,8 +29,10 @@ interface of :mod:`qrefine.data`.  Design points:
   k1); call ``update()`` first for final numbers.
 """
 
-import numpy as np
 from cctbx.array_family import flex
+import mmtbx.bulk_solvent.bulk_solvent_and_scaling as bss
+import mmtbx.f_model
+import numpy as np
 
 from qrefine.errors import QRefineError
 
@@ -75,7 +77,6 @@ class ReciprocalSpaceTarget:
 
     def __init__(self, model, reflection_data, target="ml", bulk_solvent=True,
                  update_scales=True):
-        import mmtbx.f_model
         if target not in TARGETS:
             raise QRefineError("unknown X-ray target %r; use one of: %s"
                                % (target, ", ".join(sorted(TARGETS))))
@@ -118,8 +119,6 @@ class ReciprocalSpaceTarget:
 
     def update(self, sites_cart):
         """Refit mask, scales (and bulk solvent) and ML alpha/beta at ``sites``."""
-        import mmtbx.bulk_solvent.bulk_solvent_and_scaling as bss
-        import mmtbx.f_model
         sites = self._check(sites_cart)
         self._xrs.set_sites_cart(flex.vec3_double(flex.double(sites.ravel())))
         # A new fmodel at every update: mmtbx's scale fit starts from the
@@ -183,7 +182,6 @@ def _fft_params():
     (6e-3 before; R_work of 3dtj moves from 0.329 to 0.324, the direct
     value), for about twice the time per call.
     """
-    import mmtbx.f_model
     params = mmtbx.f_model.sf_and_grads_accuracy_master_params.extract()
     params.exp_table_one_over_step_size = 0
     params.wing_cutoff = 1e-5

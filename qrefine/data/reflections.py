@@ -17,15 +17,17 @@ Choices (each one recorded in ``notes`` when it changes the data):
 * reflections without an R-free flag are dropped, not guessed.
 """
 
-import random
 from dataclasses import dataclass, field
+import random
 from typing import List, Optional
 
+from cctbx import french_wilson
 from cctbx.array_family import flex
 from iotbx import reflection_file_reader, reflection_file_utils
+from libtbx.utils import null_out
 
 from qrefine.errors import QRefineError
-from qrefine.model_io import check_readable
+from qrefine.model.io import check_readable
 
 # Beyond these the model and the data describe different crystals.  Within
 # them the data are put on the model's cell (coordinates are Cartesian in it).
@@ -258,8 +260,6 @@ def _as_amplitudes(path, data, symmetry, label, notes):
 
 
 def _french_wilson(path, i_obs, label, notes):
-    from cctbx import french_wilson
-    from libtbx.utils import null_out
     if i_obs.sigmas() is None:
         # French-Wilson needs sigmas; sqrt(max(I,0)) is the usual fallback.
         f = i_obs.select(i_obs.data() > 0).f_sq_as_f()

@@ -13,13 +13,15 @@ SCF on the same atoms from it.
 
 import ctypes
 import glob
+from importlib import metadata
 import importlib.util
 import os
 import sys
 
-import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
+from ase.io import write
 from ase.units import Bohr, Hartree
+import numpy as np
 
 from qrefine.engines import EngineFailed, EngineUnavailable
 from qrefine.engines.electrons import check_spin
@@ -98,7 +100,6 @@ def availability():
 
     Looks for the packages without importing them (pyscf takes seconds).
     """
-    from importlib import metadata
     missing = [name for name in ("pyscf", "dftd3")
                if importlib.util.find_spec(name) is None]
     if missing:
@@ -364,7 +365,6 @@ class PyscfCalculator(Calculator):
         if self.workdir:
             os.makedirs(self.workdir, exist_ok=True)
             path = os.path.join(self.workdir, "failed_%d.xyz" % self.n_calls)
-            from ase.io import write
             write(path, self.atoms, format="xyz")
             where = "; geometry in %s" % path
         return EngineFailed("PySCF %s/%s (charge %d, multiplicity %d) failed: %s%s"

@@ -49,6 +49,7 @@ next to the cctbx-base wheel:
   :class:`~qrefine.engines.EngineFailed` naming the method.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 import contextlib
 import ctypes
 import glob
@@ -57,13 +58,12 @@ import shutil
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
+import numpy as np
 
-from qrefine.engines import EngineFailed, EngineUnavailable
+from qrefine.engines import EngineFailed, EngineUnavailable, resolve_method
 from qrefine.engines.electrons import check_spin
 from qrefine.errors import QRefineError
 
@@ -123,7 +123,6 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None,
     :class:`XTBCalculator`); ignored by GFN1/GFN2.
     """
     _load()
-    from qrefine.engines import resolve_method
     return XTBCalculator(method=resolve_method(sys.modules[__name__], method), charge=charge,
                          multiplicity=multiplicity, workdir=workdir, solvent=solvent,
                          electronic_temperature=electronic_temperature,

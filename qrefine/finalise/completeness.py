@@ -3,8 +3,9 @@
 This is the check the QM restraints need before they run.
 """
 
-import mmtbx.model
 from libtbx.utils import null_out
+import mmtbx.model
+import mmtbx.monomer_library.pdb_interpretation as pdb_interpretation
 
 from qrefine.finalise.residues import residue_label
 
@@ -18,7 +19,6 @@ def missing_hydrogens(model):
     of His, HG of Cys bonded to S or a metal or deprotonated, one HZ of Lys,
     HH of Tyr) do not count as missing.
     """
-    import mmtbx.monomer_library.pdb_interpretation as pdb_interpretation
     if not model.processed():
         # A private processed copy loads any restraints CIFs into its monomer
         # library server; the caller's model is left alone.

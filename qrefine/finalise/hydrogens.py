@@ -10,8 +10,12 @@
 """
 
 import iotbx.phil
-import mmtbx.model
 from libtbx.utils import null_out
+from mmtbx.hydrogens import reduce_hydrogen
+from mmtbx.ligands.ready_set_basics import construct_xyz
+import mmtbx.model
+from mmtbx.programs import reduce2
+from mmtbx.reduce import Optimizers
 
 from qrefine.errors import QRefineError
 from qrefine.finalise.residues import append_atom, residue_label
@@ -30,7 +34,6 @@ def strip_hydrogens(hierarchy):
 
 
 def reduce_interpretation_params():
-    from mmtbx.hydrogens import reduce_hydrogen
     p = reduce_hydrogen.get_reduce_pdb_interpretation_params(False)
     p.pdb_interpretation.flip_symmetric_amino_acids = False  # never rename heavy atoms
     return p
@@ -56,7 +59,6 @@ def place_library_hydrogens(model):
     bond and angle with an anti torsion, for the rotor optimisation and the
     regularisation to settle.  N-terminal H are left to :mod:`termini`.
     """
-    from mmtbx.hydrogens import reduce_hydrogen
     placer = reduce_hydrogen.place_hydrogens(model=model, n_terminal_charge="no_charge",
                                              exclude_water=True, keep_existing_H=False)
     placer.run()
@@ -83,7 +85,6 @@ def place_library_hydrogens(model):
 
 def _build_unparameterised(hierarchy, labels, mon_lib_srv):
     """Place the H named in place_hydrogens' 'not parameterised' labels."""
-    from mmtbx.ligands.ready_set_basics import construct_xyz
     wanted = {}
     for label in labels:
         # ' HO3 GOL C  71 ': atom name (4), residue name (3), chain, resseq+icode
@@ -155,8 +156,6 @@ def optimise_rotors(model):
 
     Returns (number of movers, names of H the optimiser removed).
     """
-    from mmtbx.programs import reduce2
-    from mmtbx.reduce import Optimizers
     params = iotbx.phil.parse(reduce2.master_phil_str).extract()
     before = {a.id_str() for a in model.get_hierarchy().atoms() if a.element_is_hydrogen()}
     opt = Optimizers.Optimizer(params.probe, False, model, altID=None,

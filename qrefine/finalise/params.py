@@ -1,6 +1,6 @@
-"""PHIL parameters of qr.finalise (parsed with ``qrefine.params.parse``)."""
+"""PHIL parameters of qr.finalise (parsed with ``qrefine.config.phil.parse``)."""
 
-from qrefine.params import OUTPUT_PHIL_STR
+from qrefine.config.phil import OUTPUT_PHIL_STR
 
 MASTER_PHIL_STR = """
 selection = None

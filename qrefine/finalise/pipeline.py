@@ -17,16 +17,19 @@ No printing: the result (``result.FinaliseResult``) carries what was done,
 and its ``log_lines()`` say it.
 """
 
+from libtbx.utils import null_out
 import mmtbx.model
 import numpy as np
-from libtbx.utils import null_out
+from scitbx.array_family import flex
 
-from qrefine import model_io
 from qrefine.errors import QRefineError
 from qrefine.finalise import (altlocs, checks, completeness, hydrogens, protonation, regularise,
                               sidechains, termini, water)
 from qrefine.finalise.residues import atom_key, residue_label, restore_swapped_names
 from qrefine.finalise.result import FinaliseOptions, FinaliseResult
+from qrefine.model import io as model_io
+from qrefine.model.charges import total_charge
+from qrefine.validation import clashscore
 
 
 def select(model, selection, path):
@@ -176,7 +179,7 @@ def _finish(work, fixed, symmetry, restraint_objects, source, result):
                                        crystal_symmetry=symmetry,
                                        restraint_objects=restraint_objects, log=null_out())
     result.n_hydrogens = sum(1 for a in hierarchy.atoms() if a.element_is_hydrogen())
-    result.total_charge = _total_charge(result.model, result.notes)
+    result.total_charge = int(total_charge(result.model))
 
 
 def _progress(reporter, text):
@@ -213,7 +216,6 @@ def _check_fixed(hierarchy, fixed):
 def _round_sites(model, movable):
     """Added atoms at the precision of the written files (0.001 A), so the
     clashscores reported are those of the written model."""
-    from scitbx.array_family import flex
     sites = model.get_sites_cart().as_numpy_array()
     sites[movable] = np.round(sites[movable], 3)
     model.set_sites_cart(flex.vec3_double(sites))
@@ -222,13 +224,5 @@ def _round_sites(model, movable):
 def _clashscore(model, options):
     if not options.clashscore:
         return None
-    from qrefine.validation import clashscore
     return clashscore(model)
 
-
-def _total_charge(model, notes):
-    try:
-        from qrefine.charges import total_charge
-    except ImportError:  # the log line says so
-        return None
-    return int(total_charge(model))

@@ -10,7 +10,7 @@ Cys none on SG.  ``finalise.protonation=`` overrides per residue, e.g.
 ``HIS A 57 = HIP``.
 
 The formal charge of each state is recorded only to describe the choice in
-the log; the model's total charge comes from :mod:`qrefine.charges`.
+the log; the model's total charge comes from :mod:`qrefine.model.charges`.
 """
 
 from dataclasses import dataclass

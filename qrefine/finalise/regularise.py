@@ -21,10 +21,13 @@ see the same target as before.
 
 from dataclasses import dataclass
 
+import iotbx.phil
+from mmtbx.probe import Helpers
 import numpy as np
+from scipy.spatial import cKDTree
 from scitbx.array_family import flex
 
-from qrefine.minimizer import lbfgs
+from qrefine.refine.minimizer import lbfgs
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 
 CLASH_OVERLAP = 0.4      # A; MolProbity clash
@@ -50,7 +53,6 @@ class ContactTerm:
     """Probe-radius repulsion between non-bonded atom pairs with a movable atom."""
 
     def __init__(self, model, movable):
-        from mmtbx.probe import Helpers
         self.movable = np.asarray(movable, dtype=bool)
         atoms = model.get_atoms()
         sites = model.get_sites_cart()
@@ -72,7 +74,6 @@ class ContactTerm:
 
     def _excluded_for(self, i):
         if i not in self._excluded:
-            from mmtbx.probe import Helpers
             atom = self._atoms[i]
             self._excluded[i] = {a.i_seq for a in Helpers.getAtomsWithinNBonds(
                 atom, self._neighbours, self._extra, 0.25, 4, 3)}
@@ -80,7 +81,6 @@ class ContactTerm:
 
     def update_pairs(self, sites):
         """Track the pairs near contact at ``sites`` (N, 3)."""
-        from scipy.spatial import cKDTree
         cutoff = 2 * self.radius.max() + _PAIR_MARGIN
         pairs = cKDTree(sites).query_pairs(r=cutoff, output_type="ndarray")
         if len(pairs):
@@ -140,8 +140,6 @@ def _probe_atom_info(model, atoms, neighbours):
     every polar H - acceptor pair would be pushed apart like a clash.  With
     explicit H the polar H, not their N/O/S, are the donors (as in probe2).
     """
-    import iotbx.phil
-    from mmtbx.probe import Helpers
     probe_params = iotbx.phil.parse(Helpers.probe_phil_parameters).extract().probe
     extra = Helpers.getExtraAtomInfo(model, neighbours, probePhil=probe_params).extraAtomInfo
     Helpers.fixupExplicitDonors(atoms, neighbours, extra)

@@ -69,7 +69,7 @@ class FinaliseResult:
             lines.append("no added atom clashes; no regularisation needed; clashscore %s"
                          % _fmt(self.clashscore_after))
         if self.total_charge is None:
-            lines.append("total charge: not computed (qrefine.charges is not available)")
+            lines.append("total charge: not computed (qrefine.model.charges is not available)")
         else:
             lines.append("total charge: %+d" % self.total_charge)
         lines.extend("note: " + n for n in self.notes)

@@ -25,6 +25,7 @@ are broken by residue index.
 """
 
 import numpy as np
+from scipy.linalg import eigh
 
 from qrefine.errors import QRefineError
 
@@ -125,7 +126,6 @@ def _components(w, nodes):
 
 
 def _bisect(w, sizes, nodes, max_size):
-    from scipy.linalg import eigh
     sub = w[np.ix_(nodes, nodes)]
     m = len(nodes)
     lap = np.diag(sub.sum(axis=1)) - sub

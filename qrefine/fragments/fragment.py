@@ -3,7 +3,7 @@
 A fragment is the cluster plus every residue with an atom within ``buffer``
 A of a cluster atom.  Covalent links from the fragment to residues outside
 it are capped with H (:mod:`qrefine.fragments.capping`).  The charge is the
-sum of the formal charges of its residues (:mod:`qrefine.charges`; an H cap
+sum of the formal charges of its residues (:mod:`qrefine.model.charges`; an H cap
 on a homolytically cut bond adds no charge), and the multiplicity is 1; an
 odd electron count is an error naming the fragment.
 """
@@ -11,9 +11,11 @@ odd electron count is an error naming the fragment.
 import collections
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from qrefine.errors import QRefineError
-from qrefine.fragments.capping import Cap, cap_distance
+from qrefine.fragments.capping import Cap, cap_distance, cap_positions
+from qrefine.model.charges import check_multiplicity, electron_count
 
 
 class Fragment(collections.namedtuple(
@@ -46,7 +48,6 @@ class Fragment(collections.namedtuple(
 def buffer_residues(graph, cluster, sites_cart, buffer):
     """Residues (not in ``cluster``) with an atom within ``buffer`` A of an
     atom of ``cluster``; ascending residue indices."""
-    from scipy.spatial import cKDTree
     if buffer <= 0:
         return np.zeros(0, dtype=int)
     sites = np.asarray(sites_cart, dtype=float)
@@ -61,9 +62,8 @@ def make_fragments(graph, clusters, sites_cart, buffer, residue_charges):
     """[:class:`Fragment`] for ``clusters`` of ``graph``.
 
     ``residue_charges``: one integer per graph residue (the order of
-    :func:`qrefine.charges.residue_charges`).
+    :func:`qrefine.model.charges.residue_charges`).
     """
-    from qrefine.charges import check_multiplicity, electron_count
     charges = np.asarray(residue_charges, dtype=int)
     if len(charges) != graph.n_residues:
         raise QRefineError("%d residue charges for %d residues"
@@ -119,6 +119,5 @@ def fragment_symbols(graph, fragment):
 
 def fragment_positions(fragment, sites_cart):
     """(n_atoms, 3) positions the engine sees, caps last."""
-    from qrefine.fragments.capping import cap_positions
     sites = np.asarray(sites_cart, dtype=float)
     return np.concatenate([sites[fragment.atoms], cap_positions(fragment.caps, sites)])

@@ -28,8 +28,10 @@ are sorted before use, so the same model always gives the same graph.
 
 import collections
 
-import numpy as np
 from ase.data import atomic_numbers, covalent_radii
+from iotbx.pdb import common_residue_names_get_class
+import numpy as np
+from scipy.spatial import cKDTree
 
 from qrefine.errors import QRefineError
 from qrefine.model.elements import element_of
@@ -50,7 +52,6 @@ _POLAR = {"N", "O"}
 
 
 def is_amino_acid(resname):
-    from iotbx.pdb import common_residue_names_get_class
     return common_residue_names_get_class(resname) in (
         "common_amino_acid", "modified_amino_acid", "d_amino_acid")
 
@@ -172,7 +173,6 @@ def residue_graph(model, sites_cart=None, contact_cutoff=4.0, links=None, residu
     (e.g. :func:`extended_residues`, the model with its symmetry copies);
     ``sites_cart`` is then required and ``model`` is not used.
     """
-    from scipy.spatial import cKDTree
     if residues is None:
         residues, elements = model_residues(model)
     else:

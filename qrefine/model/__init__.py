@@ -1,2 +1,3 @@
-"""The atomic model itself: rules every package reads it by (the element of
-an atom), and what a model must hold before QM can run on it."""
+"""The atomic model: reading it (io), the chemistry data cctbx needs for it
+(chem_data), the rules every package reads it by (the element of an atom),
+and charges from protonation states."""

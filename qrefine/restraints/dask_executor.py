@@ -37,26 +37,14 @@ import os
 import threading
 import uuid
 
+from qrefine.config.checks import import_distributed
 from qrefine.errors import QRefineError
 from qrefine.restraints.executors import (_Calculators, References, log_notes,
                                          quiet_worker_logging, report, stats_dict)
 
-INSTALL_HINT = 'install it with: pip install "qrefine[dask]"'
-
 # In each worker process: executor token -> _Calculators.
 _STATE = {}
 _STATE_LOCK = threading.Lock()
-
-
-def import_distributed():
-    """The ``distributed`` module, or a one-line QRefineError saying how to get it."""
-    try:
-        import dask  # noqa: F401
-        import distributed
-    except ImportError as e:
-        raise QRefineError("parallel.backend=dask needs dask and distributed (%s); %s"
-                           % (e, INSTALL_HINT))
-    return distributed
 
 
 # -- in the worker --------------------------------------------------------------

@@ -40,10 +40,15 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import time
 import traceback
 
+from ase import Atoms
+
+from qrefine import children, engines
 from qrefine.errors import QRefineError
+from qrefine.restraints.qm import QMRestraints, keep_failed_input
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,6 @@ class _Calculators:
 
     def compute(self, key, symbols, charge, multiplicity, positions, name=None,
                 reference=None):
-        from qrefine.restraints.qm import QMRestraints
         source = self.sources.get(key)
         if source is None:
             source = QMRestraints(symbols, self.engine, self.method, charge=charge,
@@ -198,9 +202,6 @@ def quiet_worker_logging():
 def _worker(conn, engine, method, options, failed_dir, threads):
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("OMP_STACKSIZE", "1G")
-    import qrefine  # noqa: F401  (cctbx before scipy)
-    import signal
-    from qrefine import children
     quiet_worker_logging()
     # Ended by the parent (SIGTERM) or Ctrl-C (SIGINT reaches the whole
     # process group): the engine program is killed on the way out
@@ -270,7 +271,6 @@ class ProcessExecutor:
         # qm.timeout for engines that run in the worker itself (xtb, PySCF):
         # a worker silent for longer on a fragment is ended.  Programs
         # (MOPAC, ...) are timed, killed and retried by the engine.
-        from qrefine import engines
         timeout = (options or {}).get("timeout")
         self.call_timeout = (float(timeout) if timeout and
                              getattr(engines.engine_module(engine), "IN_PROCESS", False)
@@ -428,8 +428,6 @@ class ProcessExecutor:
     def _keep_timed_out(self, job):
         """Keep the input of a fragment whose worker was ended by qm.timeout
         (twice: once more in a fresh worker) and say so in one line."""
-        from ase import Atoms
-        from qrefine.restraints.qm import keep_failed_input
         key, symbols, charge, multiplicity, positions, name = job[:6]
         engine, method = self._args[0], self._args[1]
         label = _Calculators._label(name, len(symbols))

@@ -1,46 +1,17 @@
 """Build the restraint term that the parameters ask for."""
 
 import collections
-import inspect
 
 from qrefine import engines
+from qrefine.config.checks import check_parallel, engine_options, is_force_field
 from qrefine.errors import QRefineError
+from qrefine.model import charges
 from qrefine.model.elements import symbol_of
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
-
-# qm.* parameters and the engine keyword each one becomes.
-QM_OPTIONS = ("solvent", "electronic_temperature", "accuracy", "basis", "density_fit",
-              "linear_scaling")
-
-
-def engine_options(module, qm_params):
-    """The qm.* options that were set, checked against what the engine takes."""
-    # Named keyword arguments, or the option table of engines that take **options.
-    accepted = set(inspect.signature(module.make_calculator).parameters)
-    accepted |= set(getattr(module, "OPTIONS", ()))
-    options = {}
-    for name in QM_OPTIONS:
-        value = getattr(qm_params, name)
-        if name == "solvent":
-            # PHIL reads "none" as None; the default is "water".  Engines
-            # without implicit solvent accept the default and "none" silently.
-            none = value is None or str(value).lower() == "none"
-            if name in accepted:
-                options[name] = None if none else value
-            elif not none and str(value).lower() != "water":
-                raise QRefineError("engine %s has no implicit solvent; remove qm.solvent"
-                                   % module.NAME)
-            continue
-        if value is None or (name == "linear_scaling" and not value):
-            continue
-        if name not in accepted:
-            raise QRefineError("engine %s does not use qm.%s; remove it" % (module.NAME, name))
-        options[name] = value
-    if qm_params.timeout is not None:
-        if not qm_params.timeout > 0:
-            raise QRefineError("qm.timeout=%s must be > 0 s" % qm_params.timeout)
-        options["timeout"] = float(qm_params.timeout)
-    return options
+from qrefine.restraints.dual_level import DualLevelRestraints
+from qrefine.restraints.fragment_qm import FragmentQMRestraints
+from qrefine.restraints.qm import QMRestraints
+from qrefine.restraints.symmetry import SymmetryQMRestraints, model_environment
 
 
 def check_timeout(module, params, clustering):
@@ -73,34 +44,6 @@ def uses_fragments(params, n_atoms):
 FORCE_FIELD_LIMIT_FACTOR = 10
 
 
-def is_force_field(method):
-    return (method or "").replace("-", "").lower() == "gfnff"
-
-
-def check_parallel(params, clustering=None):
-    """One-line errors for parallel.* settings that cannot work; returns
-    (backend, scheduler).  ``clustering``: whether fragments are used
-    (default: as qm.clustering says)."""
-    parallel = getattr(params, "parallel", None)
-    backend = getattr(parallel, "backend", None) or "local"
-    scheduler = getattr(parallel, "scheduler", None)
-    if clustering is None:
-        clustering = params.restraints == "qm" and params.qm.clustering is not False
-    if backend == "dask":
-        if not clustering:
-            raise QRefineError("parallel.backend=dask runs QM fragments on a Dask cluster; it "
-                               "needs restraints=qm qm.clustering=true")
-        if not scheduler:
-            raise QRefineError("parallel.backend=dask needs the address of a running Dask "
-                               "scheduler: set parallel.scheduler=tcp://host:8786")
-        from qrefine.restraints.dask_executor import import_distributed
-        import_distributed()
-    elif scheduler:
-        raise QRefineError("parallel.scheduler=%s is only used with parallel.backend=dask; "
-                           "add parallel.backend=dask or remove parallel.scheduler" % scheduler)
-    return backend, scheduler
-
-
 def expands_symmetry(model, params, data_kind=None):
     """Whether QM restraints include the crystal's symmetry copies
     (:mod:`qrefine.restraints.symmetry`).  Never with a map or without restraints=qm.
@@ -123,7 +66,6 @@ def expands_symmetry(model, params, data_kind=None):
 def _symbols_and_charge(model, params):
     """Element symbols for a whole-model QM system (deuterium is hydrogen to
     the electrons) and its total charge (charge=, else from the residues)."""
-    from qrefine import charges
     symbols = [symbol_of(a) for a in model.get_hierarchy().atoms()]
     charge = params.charge if params.charge is not None else charges.total_charge(model)
     return symbols, charge
@@ -138,12 +80,8 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
     low_level = getattr(getattr(params, "qm", None), "low_level", None)
     if params.restraints != "qm" or not low_level:
         return _build(model, model_path, params, failed_dir, reporter, data_kind)
-    if not is_force_field(low_level):
-        raise QRefineError("qm.low_level=%s: only GFN-FF is supported (a force field, so "
-                           "that its steps cost far less than the QM calls)" % low_level)
+    # qm.low_level names GFN-FF (qrefine.config.checks).
     high = _build(model, model_path, params, failed_dir, reporter, data_kind)
-    from qrefine.restraints.dual_level import DualLevelRestraints
-    from qrefine.restraints.qm import QMRestraints
     symbols, charge = _symbols_and_charge(model, params)
     solvent = params.qm.solvent
     options = {"solvent": None if solvent is None or str(solvent).lower() == "none"
@@ -152,7 +90,6 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
         # The cheap level sees the same copies (symmetry.radius) as the QM
         # one, so its steps feel the crystal contacts' repulsion too; its
         # gradient is the model's own (direct rule), like the QM one's.
-        from qrefine.restraints.symmetry import SymmetryQMRestraints
         env = crystal_environment(model, params.symmetry.radius, symbols)
         low = SymmetryQMRestraints(
             QMRestraints(symbols + env.symbols, "xtb", method="GFN-FF",
@@ -170,8 +107,6 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
     backend, scheduler = check_parallel(params, clustering)
     if params.restraints == "cctbx":
         return CctbxGeometry(model)
-    from qrefine import charges
-    from qrefine.restraints.qm import QMRestraints
     module = engines.engine_module(params.engine)
     symmetry = expands_symmetry(model, params, data_kind)
     if symmetry and reporter is not None and is_force_field(params.method):
@@ -184,7 +119,7 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
     if clustering:
         environment = None
         if symmetry:
-            from qrefine.restraints.symmetry import model_environment
+
             # Copies within a buffer's reach of any cluster atom.
             environment = model_environment(
                 model, max(params.symmetry.radius, params.fragments.buffer))
@@ -193,7 +128,6 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
                               "the model may join fragment buffers (symmetry.expand=false: "
                               "without)" % (len(environment.copies), environment.n_atoms,
                                             environment.radius))
-        from qrefine.restraints.fragment_qm import FragmentQMRestraints
         if params.charge is not None or params.multiplicity is not None:
             raise QRefineError("charge= and multiplicity= apply to the whole model; with "
                                "QM fragments (qm.clustering, on by default above fragments.clustering_above "
@@ -224,8 +158,6 @@ CrystalEnvironment = collections.namedtuple("CrystalEnvironment", "environment s
 def crystal_environment(model, radius, symbols):
     """The symmetry environment within ``radius``, its element symbols
     (caps are H) and its charge: the formal charges of the copied residues."""
-    from qrefine import charges
-    from qrefine.restraints.symmetry import model_environment
     env = model_environment(model, radius)
     res_charges = [r.charge for r in charges.residue_charges(model)]
     return CrystalEnvironment(env, env.symbols(symbols),
@@ -241,9 +173,6 @@ def crystal_qm_restraints(model, params, module, symbols, charge, multiplicity, 
     Multiplicity: the model's unpaired electrons, plus one when the copies
     still bring an odd electron count (copies of a radical; the lowest spin
     that fits, as nothing says which copied residue is open-shell)."""
-    from qrefine import charges
-    from qrefine.restraints.qm import QMRestraints
-    from qrefine.restraints.symmetry import SymmetryQMRestraints
     crystal = crystal_environment(model, params.symmetry.radius, symbols)
     env = crystal.environment
     env_electrons = charges.electron_count(crystal.symbols, crystal.charge)

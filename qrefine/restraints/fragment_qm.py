@@ -64,11 +64,13 @@ from qrefine import engines
 from qrefine.errors import QRefineError
 from qrefine.fragments.capping import project_cap_gradient
 from qrefine.fragments.clustering import cluster_residues
-from qrefine.restraints.executors import ProcessExecutor, SerialExecutor
 from qrefine.fragments.fragment import (fragment_name, fragment_positions, fragment_symbols,
                                         make_fragments)
 from qrefine.fragments.graph import extended_residues, residue_graph
+from qrefine.model.charges import residue_charges as charges_of
 from qrefine.restraints.base import RestraintSource
+from qrefine.restraints.dask_executor import DaskExecutor
+from qrefine.restraints.executors import ProcessExecutor, SerialExecutor
 from qrefine.restraints.qm import PathValue
 
 DEFAULT_MAX_CLUSTER_RESIDUES = 15
@@ -96,7 +98,7 @@ class FragmentQMRestraints(RestraintSource):
     ``model``: ``mmtbx.model.manager`` (hydrogens needed, for the charges);
     ``engine``/``method``/``options``: as for
     :class:`~qrefine.restraints.qm.QMRestraints`; ``residue_charges``: one
-    charge per residue (default: :func:`qrefine.charges.residue_charges`
+    charge per residue (default: :func:`qrefine.model.charges.residue_charges`
     with ``ligand_charges``); ``nproc``: worker processes (1 = serial);
     ``threads``: OpenMP threads per worker (default: cores / nproc, 1 on
     Dask); ``backend``: ``"local"`` (processes on this machine) or
@@ -134,7 +136,6 @@ class FragmentQMRestraints(RestraintSource):
         self.cap_gradients = cap_gradients
         self.contact_cutoff = float(contact_cutoff)
         if residue_charges is None:
-            from qrefine.charges import residue_charges as charges_of
             residue_charges = [r.charge for r in charges_of(model, ligand_charges)]
         self.residue_charges = [int(c) for c in residue_charges]
         self.environment = environment
@@ -145,7 +146,6 @@ class FragmentQMRestraints(RestraintSource):
         self.reporter = reporter
         if executor is None:
             if backend == "dask":
-                from qrefine.restraints.dask_executor import DaskExecutor
                 executor = DaskExecutor(engine, self.method, options, failed_dir,
                                         scheduler=scheduler, threads=int(threads or 1),
                                         progress=self._progress)
@@ -181,7 +181,7 @@ class FragmentQMRestraints(RestraintSource):
         if self.reporter is None:
             return
         if done < total:
-            self.reporter.progress("fragments %d/%d" % (done, total))
+            self.reporter.progress("fragments", done, total)
         else:
             self.reporter.end_progress()
 

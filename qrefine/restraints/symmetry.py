@@ -50,10 +50,18 @@ refine with ``symmetry.expand=false``).
 
 import collections
 
+from ase.data import atomic_numbers, covalent_radii
+from cctbx import crystal
 import numpy as np
+from scipy.spatial import cKDTree
+from scitbx.array_family import flex
 
 from qrefine.errors import QRefineError
+from qrefine.fragments.capping import cap_distance, cap_jacobians
+from qrefine.fragments.graph import COVALENT_TOLERANCE, NONMETALS, is_amino_acid, is_amino_acid_link
+from qrefine.model.elements import element_of
 from qrefine.restraints.base import RestraintSource
+from qrefine.restraints.qm import PathValue
 
 DEFAULT_RADIUS = 6.0  # A; symmetry.radius, see README "Crystal symmetry"
 MIN_SPECIAL_DISTANCE = 0.5  # A, as cctbx's min_distance_sym_equiv
@@ -92,7 +100,6 @@ class SymmetryEnvironment:
 
     def __init__(self, crystal_symmetry, sites_cart, residues, radius=DEFAULT_RADIUS,
                  labels=None, elements=None, resnames=None):
-        from scipy.spatial import cKDTree
         if radius <= 0:
             raise QRefineError("symmetry.radius must be > 0 A, got %s" % radius)
         self.radius = float(radius)
@@ -153,7 +160,6 @@ class SymmetryEnvironment:
             outside.append(np.full(len(atoms), -1, dtype=int))
             dist.append(np.zeros(len(atoms)))
             if caps:
-                from qrefine.fragments.capping import cap_distance
                 source.append(np.array([a for a, _ in caps], dtype=int))
                 outside.append(np.array([b for _, b in caps], dtype=int))
                 dist.append(np.array([cap_distance(elements[a]) for a, _ in caps]))
@@ -215,7 +221,6 @@ class SymmetryEnvironment:
         for sites that move rigidly with the model.  Caps go through their
         Jacobian onto the two atoms of the capped bond, which needs the
         model ``sites_cart``.  (N, 3)."""
-        from qrefine.fragments.capping import cap_jacobians
         g = np.asarray(gradient, dtype=float).reshape(-1, 3)
         rot = self._rot[self.op_of_atom]
         back = np.einsum("nji,nj->ni", rot, g)
@@ -236,7 +241,6 @@ class SymmetryEnvironment:
     def _check_overlaps(self, sites, labels):
         """Refuse copies that overlap model atoms (disorder across a
         symmetry axis, or an atom near a special position)."""
-        from scipy.spatial import cKDTree
         if not self.n_atoms:
             return
         env = self.sites(sites)
@@ -266,10 +270,6 @@ def inter_residue_bonds(sites, residue_of, elements, resnames=None):
     clash (3ds1: ALA A 228 H ... HOH S 88 O at 1.26 A).  With ``resnames``
     (per residue), two amino acids bond only by a peptide or disulfide
     link, as in the fragment graph."""
-    from ase.data import atomic_numbers, covalent_radii
-    from scipy.spatial import cKDTree
-    from qrefine.fragments.graph import (COVALENT_TOLERANCE, NONMETALS, is_amino_acid,
-                                         is_amino_acid_link)
     el = np.array([str(e).strip().upper() for e in elements])
     radii = np.array([covalent_radii[atomic_numbers.get(e.capitalize(), 0)] for e in el])
     pairs = cKDTree(sites).query_pairs(2 * radii.max() + COVALENT_TOLERANCE,
@@ -304,8 +304,6 @@ def _label(labels, i):
 def check_special_positions(crystal_symmetry, sites_cart, labels=None):
     """Raise :class:`QRefineError` naming the first atom on a special
     position (cctbx site symmetry with ``MIN_SPECIAL_DISTANCE``)."""
-    from cctbx import crystal
-    from scitbx.array_family import flex
     settings = crystal.special_position_settings(
         crystal_symmetry, min_distance_sym_equiv=MIN_SPECIAL_DISTANCE)
     frac = crystal_symmetry.unit_cell().fractionalize(
@@ -340,7 +338,6 @@ def model_environment(model, radius=DEFAULT_RADIUS, sites_cart=None, caps=True):
         sites_cart = model.get_sites_cart().as_numpy_array()
     elements = None
     if caps:
-        from qrefine.model.elements import element_of
         hierarchy = model.get_hierarchy() if hasattr(model, "get_hierarchy") else model
         elements = [element_of(a) for a in hierarchy.atoms()]
     return SymmetryEnvironment(cs, sites_cart, residue_atoms(model), radius,
@@ -401,7 +398,6 @@ class SymmetryQMRestraints(RestraintSource):
         self._last_sites = None
         self._last_grad = None
         self._value = 0.0
-        from qrefine.restraints.qm import PathValue
         self._path = PathValue()
 
     def gradient(self, sites_cart):

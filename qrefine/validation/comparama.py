@@ -19,15 +19,18 @@ rcompare's defaults.
 Nothing here prints or imports matplotlib.
 """
 
-import csv
-import io
 from collections import OrderedDict
+import csv
 from dataclasses import dataclass, field
+import io
+import os
 from typing import Dict, List, Optional
 
 from libtbx.utils import Sorry, null_out
+from mmtbx.validation.ramalyze import ramalyze
 
 from qrefine.errors import QRefineError
+from qrefine.model.io import read_model
 from qrefine.validation.validator import rama_z_scores
 
 FAVORED, ALLOWED, OUTLIER = "favored", "allowed", "outlier"
@@ -274,7 +277,6 @@ def ramachandran_residues(hierarchy, name="model", notes=None):
     Returns a list of :class:`RamaResidue` in file order.  ``notes`` (a list)
     receives remarks (extra models ignored, duplicate residue ids).
     """
-    from mmtbx.validation.ramalyze import ramalyze
     notes = notes if notes is not None else []
     try:
         rama = ramalyze(pdb_hierarchy=hierarchy, outliers_only=False, out=null_out(),
@@ -378,8 +380,6 @@ def compare_models(before, after, before_name="before", after_name="after", rama
 
 def compare_files(before_path, after_path, rama_z=True):
     """Read two model files (PDB or mmCIF) and compare them."""
-    import os
-    from qrefine.model_io import read_model
     before = read_model(before_path, make_restraints=False)
     after = read_model(after_path, make_restraints=False)
     return compare_models(before, after, os.path.basename(before_path),

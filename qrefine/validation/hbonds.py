@@ -41,6 +41,7 @@ from scipy.spatial import cKDTree
 
 from qrefine.errors import QRefineError
 from qrefine.model.elements import element_of
+from qrefine.restraints.symmetry import atom_labels, model_environment
 
 DMIN = 1.7
 DMAX = 2.2
@@ -172,7 +173,6 @@ def intercopy_hbonds(model, hmax=INTERCOPY_HMAX, min_angle=INTERCOPY_MIN_ANGLE):
     (donor atom label, acceptor atom label, operator label, H...A distance),
     sorted; needs explicit H and the model's crystal symmetry.
     """
-    from qrefine.restraints.symmetry import atom_labels, model_environment
     hierarchy = _hierarchy(model)
     elements = np.array([element_of(a) for a in hierarchy.atoms()])
     sites = np.array(hierarchy.atoms().extract_xyz())

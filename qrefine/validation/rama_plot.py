@@ -16,6 +16,8 @@ import io
 import os
 
 from libtbx.utils import Sorry
+from mmtbx.validation import utils
+from mmtbx.validation.ramalyze import get_contours, res_types
 
 from qrefine.errors import QRefineError
 from qrefine.outputs import write_atomic_bytes
@@ -36,8 +38,6 @@ def contour_grid(category):
     to 180 in 2-degree cells, of the Top8000 density to the power 0.25.
     """
     if category not in _GRIDS:
-        from mmtbx.validation import utils
-        from mmtbx.validation.ramalyze import get_contours, res_types
         position = {label: pos for pos, label in CATEGORY_LABELS.items()}[category]
         try:
             grid = utils.get_rotarama_data(pos_type=res_types[position],
@@ -82,8 +82,8 @@ def render(result, format="png", dpi=150, labels="outliers"):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.legend_handler import HandlerPatch
-    from matplotlib.patches import FancyArrow
     from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrow
 
     fig = Figure(figsize=(16.5, 12.6), layout="constrained")
     FigureCanvasAgg(fig)

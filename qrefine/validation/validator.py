@@ -15,11 +15,16 @@ import os
 import threading
 import weakref
 
+from iotbx.data_manager import DataManager
 import iotbx.pdb
-import mmtbx.model
+import libtbx
+from libtbx import easy_pickle
+import libtbx.load_env  # noqa: F401  (creates libtbx.env)
 from libtbx.utils import Sorry, null_out
+import mmtbx.model
 from mmtbx.rotamer import rotamer_eval
 from mmtbx.validation import cbetadev, rama_z
+from mmtbx.validation.clashscore2 import probe_clashscore_manager
 from mmtbx.validation.ramalyze import ramalyze
 from mmtbx.validation.rotalyze import rotalyze
 
@@ -162,9 +167,6 @@ class _CachedPickle(object):
 
 def _rama_z_db():
     if "rama_z" not in _CACHE:
-        import libtbx.load_env  # noqa: F401  (creates libtbx.env)
-        import libtbx
-        from libtbx import easy_pickle
         path = libtbx.env.find_in_repositories(
             relative_path="chem_data/rama_z/top8000_rama_z_dict.pkl", test=os.path.isfile)
         if path is None:
@@ -237,8 +239,6 @@ def _clashscore(model, notes):
     manager built from a copy of the hierarchy and never the caller's model
     (kept for the next call on the same model: :func:`_probe_model`).
     """
-    from iotbx.data_manager import DataManager
-    from mmtbx.validation.clashscore2 import probe_clashscore_manager
 
     if not model.get_hd_selection().count(True):
         notes.append("clashscore: model has no hydrogens; run qr.finalise")

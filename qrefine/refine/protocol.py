@@ -16,10 +16,10 @@ import numpy as np
 from iotbx.pdb.amino_acid_codes import one_letter_given_three_letter as AMINO_ACIDS
 from scitbx.array_family import flex
 
-from qrefine.checkpoint import Checkpoint
+from qrefine.refine.checkpoint import Checkpoint
 from qrefine.errors import QRefineError
 from qrefine.log import ProgressOnly
-from qrefine.refinement import CycleRecord, estimate_weight, refine
+from qrefine.refine.macro_cycles import CycleRecord, estimate_weight, refine
 from qrefine.validation import validate
 from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
 from qrefine.weights.initial import DEFAULT_SCALE
@@ -58,19 +58,13 @@ QM_MAX_STEP = 0.2
 
 def max_step(params):
     """refine.max_step, or its default for the restraints in use."""
-    if params.refine.max_step is not None:
-        if not params.refine.max_step > 0:
-            raise QRefineError("refine.max_step must be > 0 A, got %s"
-                               % params.refine.max_step)
+    if params.refine.max_step is not None:  # checked > 0 in qrefine.config.checks
         return params.refine.max_step
     return QM_MAX_STEP if params.restraints == "qm" else None
 
 
 def gradient_tolerance(params):
-    tol = params.refine.gradient_tolerance
-    if tol is not None and not tol > 0:
-        raise QRefineError("refine.gradient_tolerance must be > 0, got %s" % tol)
-    return tol
+    return params.refine.gradient_tolerance
 
 
 def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from qrefine.minimizer import lbfgs
-from qrefine.target import CompositeTarget
+from qrefine.refine.minimizer import lbfgs
+from qrefine.refine.target import CompositeTarget
 from qrefine.weights.initial import gradient_norm_ratio
 
 
@@ -51,7 +51,7 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
     ``first_cycle`` > 1 resumes a run whose earlier cycles are done;
     ``on_cycle(record, sites)`` is called after each cycle (checkpoints);
     ``max_step`` caps the displacement of any atom per L-BFGS trial step
-    (see :func:`qrefine.minimizer.lbfgs`), and ``gradient_tolerance`` stops
+    (see :func:`qrefine.refine.minimizer.lbfgs`), and ``gradient_tolerance`` stops
     it when no atom's gradient of the target exceeds it.
     """
     sites = np.array(sites_cart, dtype=float)

@@ -1,4 +1,5 @@
-"""Phenix-style parameters (PHIL) for qr.refine.
+"""Phenix-style parameters (PHIL): the masters of qr.refine and the parser
+every command shares.
 
 ``parse(argv)`` turns the command line into a frozen parameter object plus the
 list of input files.  Every ``key=value`` must name a known parameter; an
@@ -13,6 +14,7 @@ import os
 import iotbx.phil
 from libtbx.utils import Sorry
 
+from qrefine.config.options import freeze, thaw
 from qrefine.errors import QRefineError
 
 # The output scope every qrefine command shares.
@@ -286,7 +288,8 @@ def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
     """Split ``args`` into (params, files).
 
     ``files`` are the arguments that are neither ``key=value`` nor a parameter
-    file.  Returns the extracted (plain Python) parameter object.
+    file.  Returns the parameters as a frozen
+    :class:`~qrefine.config.options.Options` view.
     """
     master = iotbx.phil.parse(master_str, process_includes=True)
     interpreter = master.command_line_argument_interpreter(home_scope="")
@@ -330,7 +333,7 @@ def parse(args, master_str=MASTER_PHIL_STR, program="qr.refine"):
         reason = " ".join(str(e).split()).split(" (command line argument")[0]
         raise QRefineError("bad value %s: %s" % (culprit, reason) if culprit
                            else "bad parameter value: %s" % reason)
-    return params, files
+    return freeze(params), files
 
 
 def _extracts(master, source):
@@ -364,7 +367,7 @@ def show_defaults(master_str=MASTER_PHIL_STR, out=None):
 def as_dict(params, master_str=MASTER_PHIL_STR):
     """Flat {full.path: value} of a params object, for the JSON summary."""
     master = iotbx.phil.parse(master_str)
-    working = master.format(python_object=params)
+    working = master.format(python_object=thaw(params))
     out = {}
     for d in working.all_definitions():
         value = d.object.extract()
@@ -372,14 +375,20 @@ def as_dict(params, master_str=MASTER_PHIL_STR):
             value = [str(v) for v in value]
         elif value is not None and not isinstance(value, (int, float, bool, str)):
             value = str(value)
-        out[d.path] = value
+        if d.object.multiple:
+            # One definition per value: all of them, not the last one only.
+            values = out.setdefault(d.path, [])
+            if value is not None:
+                values.append(value)
+        else:
+            out[d.path] = value
     return out
 
 
 def as_phil_string(params, master_str=MASTER_PHIL_STR):
     """The working parameters as a PHIL file the user can re-run with."""
     master = iotbx.phil.parse(master_str)
-    return master.format(python_object=params).as_str()
+    return master.format(python_object=thaw(params)).as_str()
 
 
 __all__ = ["parse", "suggest", "show_defaults", "as_dict", "as_phil_string",

@@ -1,106 +1,46 @@
-"""The qr.refine pipeline: inputs -> model/data -> target -> minimiser ->
-validation -> outputs.  No printing: progress goes through the Reporter."""
+"""qr.refine: inputs -> model/data -> target -> minimiser -> validation ->
+outputs.  No printing: progress goes through the Reporter, and the result
+comes back as a :class:`RefineResult` for the script to report."""
 
+from dataclasses import dataclass
 import datetime
 import os
 import time
 
-from qrefine import __version__, chem_data, model_io, params as params_mod, provenance
-from qrefine.errors import QRefineError
+from scitbx.array_family import flex
+
+from qrefine import __version__, provenance
+from qrefine.config import phil as params_mod
+from qrefine.config.checks import check_refine
+from qrefine.config.options import freeze
+from qrefine.data.density import DensityTarget
+from qrefine.data.maps import read_map
+from qrefine.data.real_space import RealSpaceTarget
+from qrefine.data.reciprocal_space import ReciprocalSpaceTarget, choose_target
+from qrefine.data.reflections import read_reflections
+from qrefine.errors import QRefineError, output_error
 from qrefine.finalise.readiness import require_qm_ready
-from qrefine.checkpoint import file_sha256, fingerprint
-from qrefine.outputs import output_error, write_model
-from qrefine.protocol import gradient_tolerance, max_step, run_protocol
+from qrefine.model import chem_data
+from qrefine.model import io as model_io
+from qrefine.outputs import write_model
+from qrefine.refine.checkpoint import file_sha256, fingerprint
+from qrefine.refine.protocol import run_protocol
 from qrefine.restraints.factory import build_restraints, expands_symmetry
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.validation import validate
+from qrefine.validation.hbonds import count_intercopy_hbonds
 from qrefine.weights.plot import plot_weight_search
-
-MAP_EXTENSIONS = (".map", ".mrc", ".ccp4")
-REFLECTION_EXTENSIONS = (".mtz", ".hkl", ".sca", ".cif", ".ent")
-MODEL_EXTENSIONS = (".pdb", ".cif", ".ent", ".mmcif")
-
-
-def classify_inputs(files):
-    """Return (model_path, data_path, data_kind) from the positional files.
-
-    The model comes first; the optional second file is a map (by extension)
-    or a reflection file.
-    """
-    if not files:
-        raise QRefineError("no model file given; usage: qr.refine model.pdb "
-                           "[map.ccp4|data.mtz] key=value ... (qr.refine --help)")
-    if len(files) > 2:
-        raise QRefineError("too many input files (%s); give one model and at most one "
-                           "map or reflection file" % ", ".join(files))
-    model_path = files[0]
-    if not model_path.lower().endswith(MODEL_EXTENSIONS):
-        raise QRefineError("first file %s does not look like a model (PDB or mmCIF); "
-                           "give the model first" % model_path)
-    if len(files) == 1:
-        return model_path, None, None
-    data_path = files[1]
-    lower = data_path.lower()
-    if lower.endswith(MAP_EXTENSIONS):
-        return model_path, data_path, "map"
-    if lower.endswith(REFLECTION_EXTENSIONS):
-        return model_path, data_path, "reflections"
-    raise QRefineError("cannot tell whether %s is a map (.map .mrc .ccp4) or reflections "
-                       "(.mtz .cif .hkl); rename it with the right extension" % data_path)
-
-
-def check_parameters(params, data_kind):
-    """Cross-parameter checks, done once before any work."""
-    if data_kind == "map" and params.mode == "refine" and params.resolution is None:
-        raise QRefineError("resolution= is required with a map (e.g. resolution=3.8)")
-    if params.resolution is not None and params.resolution <= 0:
-        raise QRefineError("resolution=%s must be positive" % params.resolution)
-    if params.data_weight is not None and params.data_weight <= 0:
-        raise QRefineError("data_weight=%s must be positive" % params.data_weight)
-    if params.data_weight_scale is not None and params.data_weight_scale <= 0:
-        raise QRefineError("data_weight_scale=%s must be positive" % params.data_weight_scale)
-    if params.refine.macro_cycles < 1 or params.refine.max_iterations < 1:
-        raise QRefineError("refine.macro_cycles and refine.max_iterations must be >= 1")
-    if params.nproc < 1:
-        raise QRefineError("nproc=%d must be >= 1" % params.nproc)
-    # The protocol reads these only after the model and data are in; a bad
-    # value must not cost the user that wait.
-    max_step(params)
-    gradient_tolerance(params)
-    _check_adaptive(params.weights, data_kind, params.mode)
-
-
-def _check_adaptive(w, data_kind, mode):
-    if w.protocol != "adaptive":
-        return
-    if data_kind != "map" or mode != "refine":
-        raise QRefineError("weights.protocol=adaptive balances restraints against a map; give "
-                           "a map (and mode=refine), or use weights.protocol=search")
-    if not w.adaptive_alpha > 0:
-        raise QRefineError("weights.adaptive_alpha=%s must be > 0" % w.adaptive_alpha)
-    if not 0 <= w.adaptive_smoothing < 1:
-        raise QRefineError("weights.adaptive_smoothing=%s must be in [0, 1)"
-                           % w.adaptive_smoothing)
-    if w.adaptive_steps < 1 or w.adaptive_iterations < 1:
-        raise QRefineError("weights.adaptive_steps and weights.adaptive_iterations must be >= 1")
-    if not w.adaptive_max_force > 1:
-        raise QRefineError("weights.adaptive_max_force=%s must be > 1" % w.adaptive_max_force)
 
 
 def build_data_target(model, data_path, data_kind, params):
     if data_kind == "map":
-        from qrefine.data.maps import read_map
-        from qrefine.data.real_space import RealSpaceTarget
         map_data = read_map(data_path)  # the target checks the model lies in the map
         if params.map.target != "cctbx":
-            from qrefine.data.density import DensityTarget
             target = DensityTarget(model, map_data, params.resolution, score=params.map.target)
             return target, ["map target: %s between the map and a Gaussian model density "
                             "(non-H atoms, sigma %.2f A; seed 004)" % (params.map.target,
                                                                        target.gaussian.sigma)]
         return RealSpaceTarget(model, map_data, params.resolution), []
-    from qrefine.data.reflections import read_reflections
-    from qrefine.data.reciprocal_space import ReciprocalSpaceTarget, choose_target
     reflections = read_reflections(
         data_path, model.crystal_symmetry(), labels=params.reflections.labels,
         r_free_label=params.r_free_flags.label)
@@ -131,13 +71,33 @@ def limit_engine_threads(params):
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(params.nproc))))
 
 
+@dataclass(frozen=True)
+class RefineResult:
+    """What one refinement produced: its summary (the ``_summary.json``
+    content) and the files it wrote."""
+    summary: dict
+    written: tuple
+
+    @property
+    def start(self):
+        return self.summary["start"]
+
+    @property
+    def final(self):
+        return self.summary["final"]
+
+    @property
+    def chosen_weight(self):
+        return self.summary["chosen_weight"]
+
+
 def run(params, files, paths, reporter, argv=()):
-    """Run one refinement and write its outputs; return the summary dict."""
+    """Run one refinement and write its outputs; return a :class:`RefineResult`."""
     timings = {}
     t_start = time.time()
     started = datetime.datetime.now()
-    model_path, data_path, data_kind = classify_inputs(files)
-    check_parameters(params, data_kind)
+    params = freeze(params)
+    model_path, data_path, data_kind = check_refine(params, files)
     notes = []
 
     t = time.time()
@@ -145,9 +105,6 @@ def run(params, files, paths, reporter, argv=()):
     rama = params.ramachandran_restraints
     if rama is None:
         rama = params.restraints == "cctbx" and data_kind == "map"
-    elif rama and params.restraints != "cctbx":
-        raise QRefineError("ramachandran_restraints=true is for restraints=cctbx; QM restraints "
-                           "need no (phi, psi) restraints")
     model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
                                 use_neutron_distances=params.use_neutron_distances,
                                 ramachandran_restraints=rama)
@@ -237,7 +194,6 @@ def run(params, files, paths, reporter, argv=()):
     timings["refinement_s"] = time.time() - t
     timings.update(restraints.timing())
 
-    from scitbx.array_family import flex
     model.set_sites_cart(flex.vec3_double(final_sites))
     t = time.time()
     final_stats = None
@@ -313,7 +269,8 @@ def run(params, files, paths, reporter, argv=()):
         ck.remove()  # the run is complete: nothing left to resume
     except OSError as e:  # e.g. the directory turned read-only
         raise output_error(ck.path, e, "remove") from None
-    return summary
+    written = tuple(p for p in paths.all() + [paths.weights_plot] if os.path.exists(p))
+    return RefineResult(summary=summary, written=written)
 
 
 def refinement_remarks(params, start, final, weight):
@@ -334,7 +291,6 @@ def _intercopy_counter(model, data_kind):
     """A function counting the model's H-bonds to its symmetry copies
     (:func:`qrefine.validation.hbonds.count_intercopy_hbonds`), for crystal
     data on a model with H and a space group other than P1; else None."""
-    from qrefine.validation.hbonds import count_intercopy_hbonds
     cs = model.crystal_symmetry()
     if data_kind != "reflections" or cs is None or cs.space_group() is None \
             or cs.unit_cell() is None or cs.space_group().order_z() < 2:

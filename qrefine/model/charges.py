@@ -52,6 +52,10 @@ without cctbx.
 
 import collections
 
+from ase.data import atomic_numbers
+from cctbx import crystal
+from scitbx.array_family import flex
+
 from qrefine.engines import electrons
 from qrefine.errors import QRefineError
 from qrefine.model.elements import element_of
@@ -173,7 +177,6 @@ def electron_count(atoms, charge=0):
     model and the first conformer of each residue are counted, as in
     :func:`residue_charges`.
     """
-    from ase.data import atomic_numbers
     if hasattr(atoms, "get_hierarchy") or hasattr(atoms, "models"):
         atoms = first_conformer_atoms(atoms)
     numbers = getattr(atoms, "numbers", None)
@@ -412,8 +415,6 @@ def _symmetry_disulfides(model, sg_sites):
     xs = model.crystal_symmetry()
     if xs is None or xs.unit_cell() is None or xs.space_group() is None:
         return set()
-    from cctbx import crystal
-    from scitbx.array_family import flex
     sites = flex.vec3_double([site for _, site in sg_sites])
     try:
         asu = xs.special_position_settings(min_distance_sym_equiv=0.5).asu_mappings(
@@ -437,7 +438,6 @@ def _join(a, b):
 
 def parse_ligand_charges(items):
     """{RESNAME: charge} from ``ligand_charge=RESNAME:CHARGE`` values."""
-    from qrefine.errors import QRefineError
     result = {}
     for item in items or ():
         name, _, charge = str(item).partition(":")

@@ -23,6 +23,10 @@ import tempfile
 import urllib.request
 import zipfile
 
+import libtbx
+import libtbx.load_env  # noqa: F401  (creates libtbx.env)
+import libtbx.path
+
 from qrefine.errors import QRefineError
 
 ENV_VAR = "QREFINE_CHEM_DATA"
@@ -106,9 +110,6 @@ def activate(explicit=None):
     if _activated is not None:
         return _activated
     path = locate(explicit)
-    import libtbx.load_env  # noqa: F401  (creates libtbx.env)
-    import libtbx
-    import libtbx.path
     if os.path.basename(path) == "chem_data":
         root = os.path.dirname(path)
     else:

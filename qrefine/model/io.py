@@ -10,8 +10,10 @@ import re
 
 import iotbx.cif
 import iotbx.pdb
-import mmtbx.model
 from libtbx.utils import Sorry, null_out
+import mmtbx.model
+from mmtbx.monomer_library import server
+import numpy as np
 
 from qrefine.errors import QRefineError
 from qrefine.outputs import coordinates_beyond_pdb
@@ -125,7 +127,6 @@ def _unknown_residue_hint(text, model):
     if "unknown" not in text.lower() and "restraints" not in text.lower():
         return ""
     try:
-        from mmtbx.monomer_library import server
         mon_lib = server.server()
         names = set()
         for rg in model.get_hierarchy().residue_groups():
@@ -164,5 +165,4 @@ def _first_line(error):
 
 def hydrogen_mask(model):
     """Boolean numpy mask of H/D atoms, in model order."""
-    import numpy as np
     return np.array(model.get_hd_selection(), dtype=bool)
