@@ -22,6 +22,8 @@ setup(
         "mrcfile",
         "matplotlib",
         "xtb",
+        # The live progress line of long runs (weight trials, QM fragments).
+        "tqdm",
         # In-process ab initio engine (engine=pyscf) and its D3 dispersion.
         "pyscf",
         "dftd3",

@@ -1,14 +1,24 @@
 """One reporter for progress and the log: stdout and the log file together.
 
-Library modules never print; they are handed a Reporter (or None).
+Library modules never print; they are handed a Reporter (or None).  Its
+live line (a weight trial's iterations, the fragments of a QM gradient) is a
+tqdm bar on a terminal and nothing elsewhere: piped and batch runs get the
+plain lines that the callers also write to the log.
 """
 
 import datetime
 import logging
 import sys
 
+from tqdm import tqdm
+
 from qrefine.errors import output_error
 from qrefine.provenance import host, versions
+
+
+# tqdm formats of the live line: a status with its elapsed time, or a bar.
+LIVE_LINE = "{desc} [{elapsed}]"
+LIVE_BAR = "{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining}"
 
 
 class Reporter:
@@ -20,7 +30,7 @@ class Reporter:
         self.log_path = log_path
         self.log_name = log_name or log_path
         self._log = self._log_call(open, log_path, "w") if log_path else None
-        self._progress_shown = False
+        self._bar = None
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         # A run's reporter also shows the library's warnings (a QM retry,
         # and in which fragment), so that they reach the log the user keeps.
@@ -57,19 +67,25 @@ class Reporter:
                 self._log_call(self._log.write, line + "\n")
             self._log_call(self._log.flush)
 
-    def progress(self, text):
-        """A transient status line: rewritten in place on a terminal, not logged."""
+    def progress(self, text, done=None, total=None):
+        """A transient status line, not logged: ``text`` alone, or with
+        ``done`` of ``total`` a bar with the time left."""
         if self.quiet or not self._tty:
             return
-        self.stream.write("\r\033[K" + text)
-        self.stream.flush()
-        self._progress_shown = True
+        if self._bar is not None and self._bar.total != total:
+            self.end_progress()
+        if self._bar is None:
+            self._bar = tqdm(total=total, file=self.stream, leave=False, dynamic_ncols=True,
+                             bar_format=(LIVE_LINE if total is None else LIVE_BAR))
+        if done is not None:
+            self._bar.n = done
+        self._bar.set_description_str(text, refresh=False)
+        self._bar.refresh()
 
     def end_progress(self):
-        if self._progress_shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self._progress_shown = False
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.close()  # leave=False: the line is cleared
 
     def close(self):
         if self._handler is not None:
@@ -97,9 +113,9 @@ class ProgressOnly:
         if self.reporter is not None:
             self.reporter.log_line(self.prefix + text)
 
-    def progress(self, text):
+    def progress(self, text, done=None, total=None):
         if self.reporter is not None:
-            self.reporter.progress(self.prefix + text)
+            self.reporter.progress(self.prefix + text, done, total)
 
     def end_progress(self):
         if self.reporter is not None:
