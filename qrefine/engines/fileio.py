@@ -1,6 +1,6 @@
 """Plumbing shared by the engines that run an external program through files.
 
-ORCA, TeraChem, Turbomole and Gaussian engines all do the same three steps
+MOPAC, ORCA, TeraChem, Turbomole and Gaussian engines all do the same three steps
 in a work directory: write the input files, run the program, read the energy
 and gradient back.  :class:`ProgramCalculator` holds those steps and the
 error handling; an engine supplies ``write_input``, ``run_job`` and
@@ -21,9 +21,9 @@ import tempfile
 import types
 import weakref
 
-import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
+import numpy as np
 
 from qrefine import children
 from qrefine.engines import EngineFailed, resolve_method
@@ -54,7 +54,7 @@ def find_program(name, directories=()):
     return os.path.abspath(path) if path else None
 
 
-def canonical_method(engine, methods, method):
+def choose_method(engine, methods, method):
     """The entry of ``methods`` matching ``method`` (case-insensitive); first when None."""
     return resolve_method(types.SimpleNamespace(NAME=engine, METHODS=methods), method)
 
@@ -167,6 +167,13 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
     def read_output(self, atoms):
         """Return (energy in eV, forces in eV/A) read from the outputs."""
 
+    def get_spin_polarized(self):
+        # Defined here, as ASE asks: without it ase.Calculator binds a
+        # deprecated method to the instance, a reference cycle that keeps a
+        # freed calculator (and its temporary directory) until the next
+        # garbage collection.
+        return self.multiplicity != 1
+
     # -- helpers for subclasses ---------------------------------------------
     def path(self, name):
         """Absolute path of ``name`` in the work directory."""
@@ -179,12 +186,15 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
     def run_program(self, argv, stdout, stderr=None, stdin=None):
         """Run ``argv`` in the work directory; EngineFailed unless it exits 0.
 
-        ``stdout``/``stderr``/``stdin`` are file names in the work directory
-        (``stderr`` None: merged into ``stdout``).  Returns the stderr text.
+        ``argv`` is a list, or a string run by the shell (a user's command
+        line, as ASE's ``ASE_<NAME>_COMMAND``).  ``stdout``/``stderr``/``stdin``
+        are file names in the work directory (``stderr`` None: merged into
+        ``stdout``).  Returns the stderr text.
         """
         env = dict(os.environ)
         env.update(self.env)
-        program = os.path.basename(argv[0])
+        shell = isinstance(argv, str)
+        program = "'%s'" % argv if shell else os.path.basename(argv[0])
         out_path = self.path(stdout)
         err_path = self.path(stderr) if stderr else None
         try:
@@ -194,12 +204,13 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
                        else subprocess.STDOUT)
                 inp = (stack.enter_context(open(self.path(stdin), "rb")) if stdin
                        else subprocess.DEVNULL)
-                rc = children.run(list(argv), cwd=self.workdir, env=env,
-                                  stdin=inp, stdout=out, stderr=err, timeout=self.timeout)
+                rc = children.run(argv if shell else list(argv), cwd=self.workdir, env=env,
+                                  stdin=inp, stdout=out, stderr=err, timeout=self.timeout,
+                                  shell=shell)
         except children.ChildTimeout as e:
             raise self.failure("%s %s" % (program, e))
         except OSError as e:
-            raise self.failure("could not run %s: %s" % (argv[0], e))
+            raise self.failure("could not run %s: %s" % (argv if shell else argv[0], e))
         err_text = read_text(err_path) if err_path else ""
         if rc != 0:
             detail = last_lines(err_path) if err_path else ""
@@ -217,6 +228,11 @@ class ProgramCalculator(Calculator, metaclass=abc.ABCMeta):
     def failure(self, why):
         """EngineFailed naming the program, method and work directory; keeps the files."""
         self._cleanup_state["keep"] = True
-        return EngineFailed("%s %s failed in %s: %s"
-                            % (self.program_name, self.method, self.workdir, why))
+        return EngineFailed("%s %s failed in %s%s: %s"
+                            % (self.program_name, self.method, self.workdir,
+                               self.failure_detail(), why))
+
+    def failure_detail(self):
+        """More to say where a failure happened (e.g. the input file's name)."""
+        return ""
 

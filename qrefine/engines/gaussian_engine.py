@@ -42,8 +42,8 @@ import shlex
 from ase.io.gaussian import read_gaussian_out, write_gaussian_in
 
 from qrefine.engines import EngineUnavailable
-from qrefine.engines.fileio import (ProgramCalculator, canonical_method,
-                                    check_options, find_program, read_text)
+from qrefine.engines.fileio import (ProgramCalculator, check_options, choose_method, find_program,
+                                    read_text)
 
 NAME = "gaussian"
 METHODS = ("HF-D3", "HF", "B3LYP-D3", "B3LYP", "PBE0-D3", "PBE-D3", "BP86",
@@ -119,7 +119,7 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None, **optio
     if program is None:
         raise EngineUnavailable("Gaussian not found: command '%s' is not a program"
                                 % command if command else availability()[1])
-    return GaussianCalculator(method=canonical_method(NAME, METHODS, method),
+    return GaussianCalculator(method=choose_method(NAME, METHODS, method),
                               charge=charge, multiplicity=multiplicity,
                               workdir=workdir, program=program, **options)
 

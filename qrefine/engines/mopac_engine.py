@@ -1,6 +1,7 @@
 """MOPAC engine: semi-empirical energies and gradients (PM7, PM6-D3H4, ...).
 
-Runs the ``mopac`` program through ASE's MOPAC calculator, one
+Runs the ``mopac`` program through the file-IO base of every program engine
+(:class:`~qrefine.engines.fileio.ProgramCalculator`), one
 ``1SCF GRADIENTS`` job per call, in a work directory.  The program comes
 from ``$ASE_MOPAC_COMMAND`` (an ASE-style command line, ``PREFIX`` is the job
 name) or from ``mopac`` on ``PATH`` (Debian/Ubuntu: ``apt-get install mopac``,
@@ -20,18 +21,14 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import tempfile
-import weakref
 
-import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
-from ase.calculators.mopac import MOPAC
+from ase.calculators.calculator import all_changes
 from ase.units import kcal, mol
+import numpy as np
 
-from qrefine import children
-from qrefine.engines import EngineFailed, EngineUnavailable
+from qrefine.engines import EngineUnavailable
 from qrefine.engines.electrons import check_spin
+from qrefine.engines.fileio import ProgramCalculator, read_text
 from qrefine.errors import QRefineError
 
 NAME = "mopac"
@@ -149,40 +146,30 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None, **optio
                            command=command, **options)
 
 
-def _remove_tree(path, state):
-    if not state["keep"]:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class MopacCalculator(MOPAC):
-    """ASE's MOPAC calculator with qrefine's keywords, errors and warm start.
+class MopacCalculator(ProgramCalculator):
+    """MOPAC through files (:class:`~qrefine.engines.fileio.ProgramCalculator`):
+    qrefine's keywords, errors and warm start.
 
     ``n_calls`` counts MOPAC jobs, ``n_warm`` those started from the previous
     density, ``scf_cycles`` lists the SCF iterations of each successful job;
-    ``last_input`` names the latest input file.
+    ``last_input`` names the latest input file.  The command is a shell
+    command line with ``PREFIX`` for the job name, as ASE's
+    ``ASE_MOPAC_COMMAND``.
     """
 
-    implemented_properties = ["energy", "forces", "free_energy", "dipole", "magmom"]
-    timeout = None  # s per job (qm.timeout); MOPAC is killed after it
+    program_name = "MOPAC"
 
     def __init__(self, method="PM7", charge=0, multiplicity=1, workdir=None,
                  command=None, keywords="", scf_keywords="", relscf=DEFAULT_RELSCF,
                  itry=None, warm_start=True,
                  warm_start_max_shift=DEFAULT_WARM_START_MAX_SHIFT, nthreads=None,
                  label=_JOB, linear_scaling=False):
-        self._cleanup_state = {"keep": False}
-        if workdir is None:
-            workdir = tempfile.mkdtemp(prefix="qrefine-mopac-")
-            weakref.finalize(self, _remove_tree, workdir, self._cleanup_state)
-            self._own_workdir = True
-        else:
-            os.makedirs(workdir, exist_ok=True)
-        self.workdir = os.path.abspath(workdir)
-        MOPAC.__init__(self, label=os.path.join(self.workdir, label),
-                       command=command, method=method, task="1SCF GRADIENTS",
-                       charge=int(charge), relscf=relscf)
+        ProgramCalculator.__init__(self, method, charge, multiplicity, workdir,
+                                   env={"OMP_NUM_THREADS": str(int(nthreads))} if nthreads
+                                   else None)
         self.mopac_command = command
-        self.multiplicity = int(multiplicity)
+        self.prefix = label
+        self.relscf = relscf
         self.keywords = " ".join(str(keywords or "").split())
         self.scf_keywords = " ".join(str(scf_keywords or "").split())
         self.itry = itry
@@ -190,23 +177,32 @@ class MopacCalculator(MOPAC):
         self.warm_start_max_shift = float(warm_start_max_shift)
         self.nthreads = nthreads
         self.linear_scaling = bool(linear_scaling)
-        self.n_calls = 0
         self.n_warm = 0
         self.scf_cycles = []
         self._density_for = None   # (numbers, positions) of the saved density
 
+    @property
+    def stale_outputs(self):
+        return tuple(self.prefix + ext for ext in (".out", ".aux", ".arc"))
+
+    @property
+    def last_input(self):
+        return self.path(self.prefix + ".mop")
+
+    def failure_detail(self):
+        return " (input %s.mop)" % self.prefix
+
     # -- the job -----------------------------------------------------------
     def keyword_line(self, atoms, warm):
-        p = self.parameters
         # PL prints one line per SCF iteration (counted in scf_cycles).
-        words = [p.method, "1SCF", "GRADIENTS", "AUX(PRECISION=9)", "PL"]
+        words = [self.method, "1SCF", "GRADIENTS", "AUX(PRECISION=9)", "PL"]
         if self.linear_scaling:
             words.append("MOZYME")
-        if p.charge:
-            words.append("CHARGE=%d" % p.charge)
-        words += spin_keywords(atoms.numbers, p.charge, self.multiplicity)
-        if p.relscf:
-            words.append("RELSCF=%g" % p.relscf)
+        if self.charge:
+            words.append("CHARGE=%d" % self.charge)
+        words += spin_keywords(atoms.numbers, self.charge, self.multiplicity)
+        if self.relscf:
+            words.append("RELSCF=%g" % self.relscf)
         if self.itry:
             words.append("ITRY=%d" % int(self.itry))
         if self.nthreads:
@@ -221,112 +217,54 @@ class MopacCalculator(MOPAC):
             words.append(self.keywords)
         return " ".join(words)
 
-    def write_input(self, atoms, properties=None, system_changes=None, warm=False):
-        os.makedirs(self.directory, exist_ok=True)
-        lines = [self.keyword_line(atoms, warm), "qrefine %s job" % self.parameters.method, ""]
+    def write_input(self, atoms):
+        numbers = tuple(int(z) for z in atoms.numbers)
+        warm = self._can_restart(numbers, atoms.positions)
+        self.n_warm += int(warm)
+        self._density_for = None  # until this job has written its density
+        lines = [self.keyword_line(atoms, warm), "qrefine %s job" % self.method, ""]
         for symbol, xyz in zip(atoms.get_chemical_symbols(), atoms.positions):
             lines.append(" %-2s %.10f 1 %.10f 1 %.10f 1" % (symbol, xyz[0], xyz[1], xyz[2]))
-        with open(self.label + ".mop", "w") as fd:
-            fd.write("\n".join(lines) + "\n")
+        self.write_file(self.prefix + ".mop", "\n".join(lines) + "\n")
 
-    def execute(self):
+    def run_job(self, atoms):
         command = self.mopac_command.replace("PREFIX", self.prefix)
-        if "PREFIX" not in self.mopac_command and "%s.mop" % self.prefix not in command:
+        if "PREFIX" not in self.mopac_command:
             command += " %s.mop" % self.prefix
-        env = dict(os.environ)
-        if self.nthreads:
-            env["OMP_NUM_THREADS"] = str(int(self.nthreads))
-        with open(os.path.join(self.directory, self.prefix + ".stdout"), "w") as log:
-            try:
-                rc = children.run(command, shell=True, cwd=self.directory, stdout=log,
-                                  stderr=subprocess.STDOUT, env=env, timeout=self.timeout)
-            except children.ChildTimeout as e:
-                raise self._failure("'%s' %s" % (command, e))
-            except OSError as e:
-                raise self._failure("could not run '%s': %s" % (command, e))
-        if rc != 0:
-            raise self._failure("'%s' exited with status %d" % (command, rc))
+        self.run_program(command, stdout=self.prefix + ".stdout")
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        self.results = {}
-        # Calculator.calculate copies the atoms; FileIOCalculator's would also
-        # write, execute and read, which we do ourselves below.
-        Calculator.calculate(self, atoms, properties, system_changes)
-        numbers = tuple(int(z) for z in self.atoms.numbers)
-        positions = self.atoms.positions.copy()
-        warm = self._can_restart(numbers, positions)
-        self._density_for = None
-        for ext in (".out", ".aux", ".arc"):
-            if os.path.exists(self.label + ext):
-                os.remove(self.label + ext)
-        self.write_input(self.atoms, properties, system_changes, warm=warm)
-        self.n_calls += 1
-        self.n_warm += int(warm)
-        self.execute()
-        try:
-            self.read_results()
-        except EngineFailed:
-            raise
-        except Exception as e:  # ASE's reader: ReadError, KeyError, ValueError, ...
-            raise self._failure("unreadable output (%s: %s)" % (type(e).__name__, e))
+        ProgramCalculator.calculate(self, atoms, properties, system_changes)
         if self.warm_start:
-            self._density_for = (numbers, positions)
+            self._density_for = (tuple(int(z) for z in self.atoms.numbers),
+                                 self.atoms.positions.copy())
 
     def _can_restart(self, numbers, positions):
         if not self.warm_start or self._density_for is None:
             return False
         old_numbers, old_positions = self._density_for
-        if old_numbers != numbers or not os.path.isfile(self.label + ".den"):
+        if old_numbers != numbers or not os.path.isfile(self.path(self.prefix + ".den")):
             return False
         shift = np.max(np.linalg.norm(positions - old_positions, axis=1))
         return shift <= self.warm_start_max_shift
 
     # -- results -------------------------------------------------------------
-    def read_results(self):
-        out = self.label + ".out"
-        if not os.path.isfile(out):
-            raise self._failure("no output file %s" % os.path.basename(out))
-        with open(out, errors="replace") as fd:
-            text = fd.read()
+    def read_output(self, atoms):
+        """(heat of formation in eV, forces in eV/A) from the .aux file, after
+        the .out file's reasons for a failed job."""
+        text = read_text(self.path(self.prefix + ".out"))
+        if text is None:
+            raise self.failure("no output file %s.out" % self.prefix)
         problems = _errors_in(text)
         if problems:
-            raise self._failure("; ".join(problems))
+            raise self.failure("; ".join(problems))
+        aux = _read_aux(self.path(self.prefix + ".aux"))
+        if "gradients" not in aux or aux["gradients"].size != 3 * len(atoms):
+            raise self.failure("no gradients in the output")
+        if "energy" not in aux:
+            raise self.failure("no heat of formation in the output")
         self.scf_cycles.append(len(re.findall(r"^\s*ITERATION\s+\d+", text, re.M)))
-        try:
-            MOPAC.read_results(self)
-        except (ValueError, IndexError, KeyError):
-            # ASE's .out reader does not know every layout (MOZYME prints
-            # its geometry otherwise); the .aux file holds what is used.
-            self.results = {}
-        aux = _read_aux(self.label + ".aux")
-        natoms = len(self.atoms)
-        if "energy" in aux:
-            self.results["energy"] = aux["energy"]
-            self.results["free_energy"] = aux["energy"]
-        if "gradients" in aux and aux["gradients"].size == 3 * natoms:
-            self.results["forces"] = -aux["gradients"].reshape(natoms, 3) * kcal / mol
-        forces = self.results.get("forces")
-        if forces is None or forces.shape != (natoms, 3):
-            raise self._failure("no gradients in the output")
-        if "energy" not in self.results:
-            raise self._failure("no heat of formation in the output")
-        if not (np.isfinite(self.results["energy"]) and np.all(np.isfinite(forces))):
-            raise self._failure("non-finite energy or gradient")
-
-    def remove_files(self):
-        """Delete the temporary work directory now (a failed attempt's, once
-        its files are kept elsewhere or a retry has replaced it)."""
-        if getattr(self, "_own_workdir", False):
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _failure(self, why):
-        self._cleanup_state["keep"] = True
-        return EngineFailed("MOPAC %s failed in %s (input %s.mop): %s"
-                            % (self.parameters.method, self.directory, self.prefix, why))
-
-    @property
-    def last_input(self):
-        return self.label + ".mop"
+        return aux["energy"], -aux["gradients"].reshape(len(atoms), 3) * kcal / mol
 
 
 _AUX_NUMBER = r"[-+]?\d*\.?\d+(?:[DEde][-+]?\d+)?"

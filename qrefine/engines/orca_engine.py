@@ -41,8 +41,8 @@ import shlex
 from ase.io.orca import read_energy, read_orca_engrad, write_orca
 
 from qrefine.engines import EngineUnavailable
-from qrefine.engines.fileio import (ProgramCalculator, canonical_method,
-                                    check_options, find_program, read_text)
+from qrefine.engines.fileio import (ProgramCalculator, check_options, choose_method, find_program,
+                                    read_text)
 
 NAME = "orca"
 METHODS = ("HF-D3", "HF", "HF-3c", "B3LYP-D3", "B3LYP", "PBE0-D3", "PBE-D3",
@@ -134,7 +134,7 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None, **optio
     if argv is None:
         raise EngineUnavailable("ORCA not found: command '%s' is not a program" % command
                                 if command else availability()[1])
-    return OrcaCalculator(method=canonical_method(NAME, METHODS, method), charge=charge,
+    return OrcaCalculator(method=choose_method(NAME, METHODS, method), charge=charge,
                           multiplicity=multiplicity, workdir=workdir, argv=argv, **options)
 
 

@@ -49,9 +49,9 @@ import re
 import numpy as np
 
 from qrefine.engines import EngineUnavailable
-from qrefine.engines.fileio import (ProgramCalculator, canonical_method,
-                                    check_options, energy_from_hartree,
-                                    find_program, forces_from_gradient, read_text)
+from qrefine.engines.fileio import (ProgramCalculator, check_options, choose_method,
+                                    energy_from_hartree, find_program, forces_from_gradient,
+                                    read_text)
 
 NAME = "terachem"
 METHODS = ("HF-D3", "HF", "B3LYP-D3", "B3LYP", "PBE0-D3", "PBE-D3", "BLYP-D3")
@@ -129,7 +129,7 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None, **optio
     if path is None:
         raise EngineUnavailable("TeraChem not found: command '%s' is not a program"
                                 % command if command else availability()[1])
-    return TeraChemCalculator(method=canonical_method(NAME, METHODS, method),
+    return TeraChemCalculator(method=choose_method(NAME, METHODS, method),
                               charge=charge, multiplicity=multiplicity,
                               workdir=workdir, program=path, root=root, **options)
 

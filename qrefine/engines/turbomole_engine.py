@@ -35,14 +35,14 @@ Default RI-BP86/def-SV(P), the Q|R helix paper's level.
 
 import os
 
-import numpy as np
 from ase.calculators.turbomole.parameters import TurbomoleParameters
 from ase.io import write
 from ase.io.turbomole import read_turbomole_gradient
+import numpy as np
 
 from qrefine.engines import EngineUnavailable
-from qrefine.engines.fileio import (ProgramCalculator, canonical_method,
-                                    check_options, find_program, read_text)
+from qrefine.engines.fileio import (ProgramCalculator, check_options, choose_method, find_program,
+                                    read_text)
 from qrefine.errors import QRefineError
 
 NAME = "turbomole"
@@ -127,7 +127,7 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None, **optio
     if missing:
         raise EngineUnavailable("Turbomole not found: %s; %s"
                                 % ("; ".join(missing), INSTALL_HINT))
-    return TurbomoleCalculator(method=canonical_method(NAME, METHODS, method),
+    return TurbomoleCalculator(method=choose_method(NAME, METHODS, method),
                                charge=charge, multiplicity=multiplicity,
                                workdir=workdir, programs=_programs(), **options)
 
