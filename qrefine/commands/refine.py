@@ -246,6 +246,7 @@ def run(params, files, paths, reporter, argv=()):
         "weight_search": [t.as_dict() for t in protocol.trials],
         "adaptive": [a.as_dict() for a in protocol.adaptive],
         "chosen_weight": protocol.chosen_weight,
+        "fit_guard": protocol.fit_guard,
         "fragments": fragments,
         "symmetry": symmetry,
         "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},

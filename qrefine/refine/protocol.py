@@ -36,6 +36,7 @@ class ProtocolResult:
     adaptive: list = field(default_factory=list)   # AdaptiveSteps (weights.protocol=adaptive)
     notes: list = field(default_factory=list)
     limits: dict = field(default_factory=dict)     # the search's {metric: upper limit}
+    fit_guard: dict = None                         # what the X-ray fit guard did, if it acted
 
 
 def _format_metrics(m):
@@ -138,7 +139,69 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
                            **common)
     result.sites = sites
     result.cycles += cycles
+    if target_data is not None and target_data.kind == "reflections" \
+            and params.weights.max_r_free_rise is not None:
+        _guard_fit(model, sites0, target_data, params, result, start_metrics, reporter)
     return result, ck
+
+
+def _guard_fit(model, sites0, data, params, result, start_metrics, reporter):
+    """The X-ray fit guard: a refinement must not leave R-free worse than
+    it found it (by more than weights.max_r_free_rise).
+
+    The final model is the one refined longest at the chosen weight; when its
+    R-free ends above the bound, the accepted weight trial with the lowest
+    R-free within the bound replaces it, else the start model.  Why it
+    happens: a start already refined against these data (the deposited or a
+    phenix.refine model) sits at a fit the library restraints and the weight
+    grid do not reproduce, and a data set without a usable free set gives a
+    start 'R-free' the start was refined against.
+    """
+    start = start_metrics if start_metrics is not None else _validate_at(
+        model, sites0, sites0, data)
+    if start.get("r_free") is None:
+        return
+    bound = start["r_free"] + params.weights.max_r_free_rise
+    data.update(result.sites)
+    if data.statistics(result.sites)["r_free"] <= bound:
+        return  # the usual case: no validation needed here
+    final = _validate_at(model, result.sites, sites0, data)
+    candidates = [t for t in result.trials
+                  if t.accepted and t.metrics.get("r_free") is not None
+                  and t.metrics["r_free"] <= bound]
+    best = min(candidates, key=lambda t: t.metrics["r_free"]) if candidates else None
+    kept = best.metrics if best is not None else start
+    result.sites = np.array(best.sites if best is not None else sites0)
+    better = [label for key, label, sign in (
+        ("bond_rmsd", "bond RMSD", -1), ("angle_rmsd", "angle RMSD", -1),
+        ("rama_favored", "Rama favored", +1), ("rama_z_whole", "|Rama-Z|", None),
+        ("clashscore", "clashscore", -1))
+        if start.get(key) is not None and final.get(key) is not None and (
+            abs(final[key]) < abs(start[key]) if sign is None
+            else sign * (final[key] - start[key]) > 0)]
+    why = []
+    if any("new flags generated" in n for n in getattr(data, "notes", ())):
+        why.append("the data's free set was unusable, so new flags were drawn: the start was "
+                   "refined against these 'free' reflections and its R-free is not a free R")
+    if result.trials and not any(t.accepted for t in result.trials):
+        why.append("no trial weight met the limits (the start itself may not: R-free - R-work "
+                   "%.3f)" % (start["r_free"] - start["r_work"]))
+    if not why:
+        why.append("the start was refined against these data with other restraints or "
+                   "weights, and the library restraints pull it away from that fit")
+    note = ("fit guard: the final refinement ended at R-free %.4f, above the start's %.4f + "
+            "%.3f%s; %s; so the model written is %s (R-free %.4f)" % (
+                final["r_free"], start["r_free"], params.weights.max_r_free_rise,
+                (" while its geometry got better (%s)" % ", ".join(better)) if better else "",
+                "; ".join(why),
+                "the weight trial w=%.4g" % best.weight if best is not None
+                else "the start model, unchanged", kept["r_free"]))
+    result.notes.append(note)
+    reporter.info("note: " + note)
+    result.fit_guard = {"start_r_free": start["r_free"], "refined_r_free": final["r_free"],
+                        "bound": bound, "geometry_better": better, "why": why,
+                        "kept": ("trial w=%.6g" % best.weight) if best is not None else "start",
+                        "kept_r_free": kept["r_free"]}
 
 
 def _validation_limits(params, data):
