@@ -20,7 +20,7 @@ from qrefine.checkpoint import Checkpoint
 from qrefine.errors import QRefineError
 from qrefine.log import ProgressOnly
 from qrefine.refinement import CycleRecord, estimate_weight, refine
-from qrefine.validation import validate
+from qrefine.validation import NOT_GATING, validate
 from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
 from qrefine.weights.initial import DEFAULT_SCALE
 from qrefine.weights.search import (Trial, WeightSearch, default_limits, default_max_r_gap,
@@ -167,7 +167,7 @@ def _validate_at(model, sites, sites0, data):
     """Validation metrics of ``sites`` (the model is put back at ``sites0``)."""
     model.set_sites_cart(flex.vec3_double(sites))
     data.update(sites)
-    metrics = validate(model, data_statistics=data.statistics(sites)).as_dict()
+    metrics = validate(model, data_statistics=data.statistics(sites), **NOT_GATING).as_dict()
     metrics.pop("notes", None)
     model.set_sites_cart(flex.vec3_double(sites0))
     return metrics

@@ -334,3 +334,19 @@ def test_no_clash_candidates_means_no_probe2_run(helix, monkeypatch):
             assert validator.clashscore(helix) == 0.0
     finally:
         helix.set_sites_cart(sites)
+
+
+def test_rama_z_and_hbonds_can_be_left_out(helix):
+    """validate(..., rama_z=False, hbonds=False), as weight trials call it:
+    those two are None with a note, the rest as in a full validation."""
+    from qrefine.validation import NOT_GATING, validate
+    full = validate(helix, clashscore=False).as_dict()
+    part = validate(helix, clashscore=False, **NOT_GATING).as_dict()
+    assert full["hbonds"] is not None and full["rama_z_whole"] is not None
+    assert part["hbonds"] is None and all(part["rama_z_" + p] is None
+                                          for p in ("whole", "helix", "sheet", "loop"))
+    assert any(n.startswith("Rama-Z: not computed") for n in part["notes"])
+    assert any(n.startswith("hbonds: not computed") for n in part["notes"])
+    for key in ("bond_rmsd", "angle_rmsd", "rama_favored", "rama_outliers",
+                "rotamer_outliers", "cbeta_deviations"):
+        assert part[key] == full[key]

@@ -155,3 +155,14 @@ def test_best_gate_stops_a_slide_of_tolerated_steps():
     assert chosen.weight == 2
     with pytest.raises(ValueError):
         WeightSearch([1], "map", 0.02, 2.0, gate="start")
+
+
+def test_trial_validation_computes_every_gating_metric():
+    """Weight trials skip what no gate reads (qrefine.validation.NOT_GATING):
+    never a monitored metric or the bond/angle RMSDs."""
+    from qrefine.validation import NOT_GATING
+    from qrefine.weights.search import MONITORED
+    skipped = {name for name, on in NOT_GATING.items() if not on}
+    assert skipped
+    gated = set(MONITORED) | {"bond_rmsd", "angle_rmsd"}
+    assert not any(g == s or g.startswith(s + "_") for g in gated for s in skipped)
