@@ -17,11 +17,13 @@ import weakref
 
 import iotbx.pdb
 import mmtbx.model
+import numpy as np
 from libtbx.utils import Sorry, null_out
 from mmtbx.rotamer import rotamer_eval
 from mmtbx.validation import cbetadev, rama_z
 from mmtbx.validation.ramalyze import ramalyze
 from mmtbx.validation.rotalyze import rotalyze
+from scipy.spatial import cKDTree
 
 from qrefine.errors import QRefineError
 from qrefine.validation.hbonds import count_backbone_hbonds
@@ -300,9 +302,6 @@ def _clash_candidates(copy):
     """Boolean mask of ``copy``'s atoms that could take part in a clash, or
     None when that cannot be told (the copy is not processed yet: probe2
     runs in full)."""
-    import numpy as np
-    from scipy.spatial import cKDTree
-
     info = _CANDIDATE_INFO.get(copy)
     if info is None:
         if not copy.restraints_manager_available():
@@ -341,8 +340,6 @@ def _candidate_info(copy):
     """(probe2's radius of each atom, the atoms within three bonds of each,
     the (atom, atom one or two bonds away) pairs as an (n, 2) array) for a
     processed copy; False when an atom's radius is unknown."""
-    import numpy as np
-
     atoms = copy.get_hierarchy().atoms()
     n = atoms.size()
     radii = np.zeros(n)
