@@ -263,3 +263,21 @@ def test_non_orthogonal_cell_gradient(tmp_path):
     _, grad = t.value_and_gradient(x)
     fd = central_differences(t, x, range(len(atoms)), h=1e-3)
     np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-5)
+
+
+def test_statistics_of_the_same_sites_are_computed_once(em, target, monkeypatch):
+    """The last sites' statistics are kept (a trial's last cycle and its
+    validation ask for the same); other sites, or the same moved and moved
+    back, are computed; a caller changing the returned dict changes no later one."""
+    x = sites(em[0])
+    calls = []
+    compute = target._statistics
+    monkeypatch.setattr(target, "_statistics", lambda s: calls.append(1) or compute(s))
+    target._last_statistics = None
+    first = target.statistics(x)
+    first["cc_mask"] = -1.0
+    again = target.statistics(np.array(x, copy=True))
+    assert len(calls) == 1 and again["cc_mask"] > 0
+    moved = target.statistics(x + [0.5, 0.0, 0.0])
+    assert len(calls) == 2 and moved["cc_mask"] < again["cc_mask"]
+    assert target.statistics(x) == again and len(calls) == 3

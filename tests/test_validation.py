@@ -283,3 +283,70 @@ def test_clashscore_reuses_probe_topology_only_for_the_same_atoms(helix):
     assert validator._PROBE_MODELS[helix][0] is not fresh
     atoms[0].set_occ(1.0)
     helix.set_sites_cart(sites)
+
+
+def _full_clashscore(model, monkeypatch):
+    """The clashscore with probe2 taking every atom as a source."""
+    from qrefine.validation import validator
+    with monkeypatch.context() as m:
+        m.setattr(validator, "_clash_candidates", lambda copy: None)
+        return validator.clashscore(model)
+
+
+@pytest.mark.parametrize("amplitude", [0.0, 0.15, 0.3, 0.7])
+def test_clash_candidates_give_probe2s_full_clashscore(helix, monkeypatch, amplitude):
+    """Later calls on a model give probe2 only the atoms that could clash as
+    sources; the count is the full run's, from a refined model to a torn one
+    (0.7 A noise: bonds so long that probe2 scores pairs three bonds apart)."""
+    from scitbx.array_family import flex
+    from qrefine.validation import validator
+    sites = helix.get_sites_cart().deep_copy()
+    validator.clashscore(helix)  # the first call processes probe2's copy
+    rng = np.random.default_rng(7)
+    try:
+        for _ in range(3):
+            helix.set_sites_cart(flex.vec3_double(
+                np.array(sites) + rng.normal(0.0, amplitude, (sites.size(), 3))))
+            copy = validator._PROBE_MODELS[helix][0]
+            filtered = validator.clashscore(helix)
+            mask = validator._clash_candidates(copy)
+            assert mask is not None
+            if amplitude < 0.5:
+                assert mask.sum() < sites.size()
+            assert filtered == _full_clashscore(helix, monkeypatch)
+    finally:
+        helix.set_sites_cart(sites)
+
+
+def test_no_clash_candidates_means_no_probe2_run(helix, monkeypatch):
+    """Atoms spread far apart: no pair is close enough to clash, the
+    clashscore is 0 and probe2 does not run."""
+    from scitbx.array_family import flex
+    from mmtbx.validation import clashscore2
+    from qrefine.validation import validator
+    sites = helix.get_sites_cart().deep_copy()
+    validator.clashscore(helix)
+    try:
+        helix.set_sites_cart(flex.vec3_double(np.array(sites) * 3.0))
+        with monkeypatch.context() as m:
+            m.setattr(clashscore2.probe_clashscore_manager, "run_probe_clashscore",
+                      lambda *a, **k: pytest.fail("probe2 ran"))
+            assert validator.clashscore(helix) == 0.0
+    finally:
+        helix.set_sites_cart(sites)
+
+
+def test_rama_z_and_hbonds_can_be_left_out(helix):
+    """validate(..., rama_z=False, hbonds=False), as weight trials call it:
+    those two are None with a note, the rest as in a full validation."""
+    from qrefine.validation import NOT_GATING, validate
+    full = validate(helix, clashscore=False).as_dict()
+    part = validate(helix, clashscore=False, **NOT_GATING).as_dict()
+    assert full["hbonds"] is not None and full["rama_z_whole"] is not None
+    assert part["hbonds"] is None and all(part["rama_z_" + p] is None
+                                          for p in ("whole", "helix", "sheet", "loop"))
+    assert any(n.startswith("Rama-Z: not computed") for n in part["notes"])
+    assert any(n.startswith("hbonds: not computed") for n in part["notes"])
+    for key in ("bond_rmsd", "angle_rmsd", "rama_favored", "rama_outliers",
+                "rotamer_outliers", "cbeta_deviations"):
+        assert part[key] == full[key]

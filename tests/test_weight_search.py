@@ -155,3 +155,40 @@ def test_best_gate_stops_a_slide_of_tolerated_steps():
     assert chosen.weight == 2
     with pytest.raises(ValueError):
         WeightSearch([1], "map", 0.02, 2.0, gate="start")
+
+
+def test_trial_validation_computes_every_gating_metric():
+    """Weight trials skip what no gate reads (qrefine.validation.NOT_GATING):
+    never a monitored metric or the bond/angle RMSDs."""
+    from qrefine.validation import NOT_GATING
+    from qrefine.weights.search import MONITORED
+    skipped = {name for name, on in NOT_GATING.items() if not on}
+    assert skipped
+    gated = set(MONITORED) | {"bond_rmsd", "angle_rmsd"}
+    assert not any(g == s or g.startswith(s + "_") for g in gated for s in skipped)
+
+
+def test_costly_metrics_only_for_trials_that_pass_the_others():
+    """run_trial may return the clashscore as a callable: it is called for
+    trials the other metrics accept (then judged on too), never for one they
+    reject; the choice is the one a search with every metric up front makes."""
+    table = {1: map_metrics(0.005, 97, 0.60, clash=1.0), 2: map_metrics(0.006, 97, 0.63, clash=1.5),
+             4: map_metrics(0.008, 94, 0.66, clash=9.0),
+             2 ** 1.5: map_metrics(0.007, 97, 0.64, clash=5.0)}
+    full, _ = fake_trials(table)
+    reference, reference_trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0).run(full)
+    costly = []
+
+    def run_trial(w):
+        metrics = dict(table[w])
+        clash = metrics.pop("clashscore")
+        return None, metrics, lambda: costly.append(w) or {"clashscore": clash}
+
+    chosen, trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0).run(run_trial)
+    assert [t.weight for t in trials][:3] == [1, 2, 4]
+    assert costly[:2] == [1, 2] and 4 not in costly       # w=4: Rama favored fell
+    assert trials[2].metrics.get("clashscore") is None and not trials[2].accepted
+    assert costly[2] == pytest.approx(2 ** 1.5)
+    assert "clashscore worsened" in trials[3].reason      # judged on the clashscore too
+    assert chosen.weight == reference.weight == 2
+    assert [t.accepted for t in trials] == [t.accepted for t in reference_trials]

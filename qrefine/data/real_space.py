@@ -76,6 +76,7 @@ class RealSpaceTarget:
         self.resolution = float(resolution)
         self.n_atoms = model.get_number_of_atoms()
         self.use_atom = ~hydrogen_mask(model)
+        self._last_statistics = None  # (sites as bytes, statistics): see statistics()
         self._setup_map()
         # The Gaussian model density of the non-H atoms: the FSC statistic of
         # every map run, and the model of the density scores.
@@ -150,7 +151,19 @@ class RealSpaceTarget:
 
     def statistics(self, sites_cart):
         """CC_mask (mmtbx five_cc) of the whole model (H included) and the
-        unweighted map-model FSC average (seed 004's monitor) at ``resolution``."""
+        unweighted map-model FSC average (seed 004's monitor) at ``resolution``.
+
+        The last call's result is kept: a weight trial's last macro cycle and
+        its validation, and the final refinement's last cycle and the final
+        validation, ask for the same sites (0.2 s a call on 3j63_A)."""
+        key = np.asarray(sites_cart, dtype=float).tobytes()
+        if self._last_statistics is not None and self._last_statistics[0] == key:
+            return dict(self._last_statistics[1])
+        result = self._statistics(sites_cart)
+        self._last_statistics = (key, result)
+        return dict(result)
+
+    def _statistics(self, sites_cart):
         box = np.ascontiguousarray(self.map_data.box_frame(sites_cart), dtype=float)
         xrs = self._xrs.deep_copy_scatterers()
         xrs.set_sites_cart(flex.vec3_double(flex.double(box.ravel())))

@@ -12,15 +12,15 @@ Modes:
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from iotbx.pdb.amino_acid_codes import one_letter_given_three_letter as AMINO_ACIDS
+import numpy as np
 from scitbx.array_family import flex
 
-from qrefine.refine.checkpoint import Checkpoint
 from qrefine.errors import QRefineError
 from qrefine.log import ProgressOnly
+from qrefine.refine.checkpoint import Checkpoint
 from qrefine.refine.macro_cycles import CycleRecord, estimate_weight, refine
-from qrefine.validation import validate
+from qrefine.validation import NOT_GATING, clashscore, validate
 from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
 from qrefine.weights.initial import DEFAULT_SCALE
 from qrefine.weights.search import (Trial, WeightSearch, default_limits, default_max_r_gap,
@@ -220,14 +220,24 @@ def _monitored(model):
     return one_step_tolerances(n_residues, model.get_number_of_atoms())
 
 
-def _validate_at(model, sites, sites0, data):
+def _validate_at(model, sites, sites0, data, with_clashscore=True):
     """Validation metrics of ``sites`` (the model is put back at ``sites0``)."""
     model.set_sites_cart(flex.vec3_double(sites))
     data.update(sites)
-    metrics = validate(model, data_statistics=data.statistics(sites)).as_dict()
+    metrics = validate(model, data_statistics=data.statistics(sites), clashscore=with_clashscore,
+                       **NOT_GATING).as_dict()
     metrics.pop("notes", None)
     model.set_sites_cart(flex.vec3_double(sites0))
     return metrics
+
+
+def _clashscore_at(model, sites, sites0):
+    """{"clashscore": ...} of ``sites`` (the model is put back at ``sites0``)."""
+    model.set_sites_cart(flex.vec3_double(sites))
+    try:
+        return {"clashscore": clashscore(model)}
+    finally:
+        model.set_sites_cart(flex.vec3_double(sites0))
 
 
 def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, common, result,
@@ -328,7 +338,9 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                           weight=weight, label="w=%.4g cycle" % weight,
                           **dict(common, reporter=live))
         live.progress("w=%.4g validating" % weight)
-        return sites, _validate_at(model, sites, sites0, data)
+        # the clashscore only if the other metrics pass (WeightSearch.run)
+        return (sites, _validate_at(model, sites, sites0, data, with_clashscore=False),
+                lambda: _clashscore_at(model, sites, sites0))
 
     def save_trial(trial, trials):
         ck.trials.append(trial.as_dict())

@@ -27,6 +27,9 @@ from mmtbx.validation import cbetadev, rama_z
 from mmtbx.validation.clashscore2 import probe_clashscore_manager
 from mmtbx.validation.ramalyze import ramalyze
 from mmtbx.validation.rotalyze import rotalyze
+import numpy as np
+from scipy.spatial import cKDTree
+from scitbx.array_family import flex
 
 from qrefine.errors import QRefineError
 from qrefine.validation.hbonds import count_backbone_hbonds
@@ -35,12 +38,19 @@ from qrefine.validation.result import ValidationResult
 DATA_KEYS = ("cc_mask", "fsc_avg", "r_work", "r_free")
 
 
-def validate(model, data_statistics=None, clashscore=True):
+# What a weight trial's validation leaves out: no gate watches them (see
+# qrefine.weights.search.MONITORED and the bond/angle limits).
+NOT_GATING = {"rama_z": False, "hbonds": False}
+
+
+def validate(model, data_statistics=None, clashscore=True, rama_z=True, hbonds=True):
     """Validate an ``mmtbx.model.manager`` (processed, with restraints).
 
     ``data_statistics``: optional dict with any of ``cc_mask``, ``fsc_avg``, ``r_work``,
     ``r_free``, copied into the result.  ``clashscore=False`` skips the
     clashscore, the slowest part (seconds; everything else is well under one).
+    ``rama_z=False`` and ``hbonds=False`` skip those (0.2-0.4 s on 3j63_A),
+    as weight trials do (``**NOT_GATING``).
     """
     result = ValidationResult()
     notes = result.notes
@@ -49,7 +59,10 @@ def validate(model, data_statistics=None, clashscore=True):
 
     result.bond_rmsd, result.angle_rmsd = _geometry_rmsd(model, notes)
     _ramachandran(hierarchy, result)
-    _rama_z(model, result)
+    if rama_z:
+        _rama_z(model, result)
+    else:
+        notes.append("Rama-Z: not computed (rama_z=False)")
     _rotamer_outliers(hierarchy, result)
 
     cb = _call(cbetadev.cbetadev, pdb_hierarchy=hierarchy, outliers_only=True,
@@ -59,7 +72,9 @@ def validate(model, data_statistics=None, clashscore=True):
     else:
         notes.append("C-beta deviations: no residues with a C-beta")
 
-    if model.get_hd_selection().count(True):
+    if not hbonds:
+        notes.append("hbonds: not computed (hbonds=False)")
+    elif model.get_hd_selection().count(True):
         result.hbonds = count_backbone_hbonds(hierarchy)
     else:
         notes.append("hbonds: model has no hydrogens; run qr.finalise")
@@ -249,8 +264,12 @@ def _clashscore(model, notes):
     manager = probe_clashscore_manager(
         fast=True, condensed_probe=True, nuclear=nuclear,
         largest_occupancy=max(occupancies) if len(occupancies) else 1.0)
+    candidates = _clash_candidates(copy)
+    if candidates is not None and not candidates.any():
+        return 0.0  # no two atoms close enough to clash: probe2 would count none
     try:
-        manager.run_probe_clashscore(DataManager(), copy)
+        with _sources_limited_to(copy, candidates):
+            manager.run_probe_clashscore(DataManager(), copy)
     except Sorry as e:
         _PROBE_MODELS.pop(model, None)
         notes.append("clashscore: probe2 failed: %s" % str(e).strip().splitlines()[0])
@@ -261,6 +280,134 @@ def _clashscore(model, notes):
     copy.process = _already_processed
     return None if manager.clashscore is None else float(manager.clashscore)
 
+
+# --- clash candidates: probe2's dots only where a clash is possible ------------
+# probe2 puts dots on every source atom and scores each against its
+# neighbours, in Python (about 2 s on 3j63_A's 1436 atoms, per call).  A dot
+# of atom i lies on i's van der Waals sphere, so its overlap with atom j is
+# at most r_i + r_j - d_ij, and a clash (overlap >= 0.4 A) needs
+# d_ij <= r_i + r_j - 0.4.  probe2 ignores atoms up to three bonds apart
+# (four with an H).  Atoms with no partner that close, other than those,
+# can be the source of no clash dot and of no H-bond that would cancel one
+# (an H-bond pair is that close too), so the count is the same when probe2
+# takes only the others as sources (all atoms remain targets).  A weight
+# trial's model has few such atoms, often none.  The radii are probe2's
+# own (the processed copy's van der Waals radii, its 1.65 A carbonyl C and
+# 1.05 A polar H, ionic radii), each raised by CLASH_MARGIN.
+
+CLASH_OVERLAP = 0.4
+CLASH_MARGIN = 0.2   # A added to every radius: the filter keeps more atoms, never fewer
+
+
+def _clash_candidates(copy):
+    """Boolean mask of ``copy``'s atoms that could take part in a clash, or
+    None when that cannot be told (the copy is not processed yet: probe2
+    runs in full)."""
+    info = _CANDIDATE_INFO.get(copy)
+    if info is None:
+        if not copy.restraints_manager_available():
+            return None
+        info = _candidate_info(copy)
+        _CANDIDATE_INFO[copy] = info
+    if info is False:
+        return None
+    radii, near_in_bonds, paths = info
+    xyz = copy.get_sites_cart().as_numpy_array()
+    # probe2 follows bonds only through atoms within r_a + r_n + 2 x probe
+    # radius of the atom a: where an atom one or two bonds from a is further
+    # than r_a + r_n (these radii are at most 0.25 A above probe2's), a torn
+    # model, probe2 may score pairs up to three bonds apart, so a's bonded
+    # pairs stay candidates.
+    trusted = np.ones(len(xyz), dtype=bool)
+    if len(paths):
+        a, n = paths[:, 0], paths[:, 1]
+        torn = np.sqrt(((xyz[a] - xyz[n]) ** 2).sum(axis=1)) > radii[a] + radii[n]
+        trusted[a[torn]] = False
+    reach = radii + CLASH_MARGIN
+    pairs = cKDTree(xyz).query_pairs(2 * reach.max() - CLASH_OVERLAP, output_type="ndarray")
+    mask = np.zeros(len(xyz), dtype=bool)
+    if not len(pairs):
+        return mask
+    i, j = pairs[:, 0], pairs[:, 1]
+    d = np.sqrt(((xyz[i] - xyz[j]) ** 2).sum(axis=1))
+    close = d <= reach[i] + reach[j] - CLASH_OVERLAP
+    for a, b in zip(i[close].tolist(), j[close].tolist()):
+        if b not in near_in_bonds[a] or not (trusted[a] and trusted[b]):
+            mask[a] = mask[b] = True
+    return mask
+
+
+def _candidate_info(copy):
+    """(probe2's radius of each atom, the atoms within three bonds of each,
+    the (atom, atom one or two bonds away) pairs as an (n, 2) array) for a
+    processed copy; False when an atom's radius is unknown."""
+    atoms = copy.get_hierarchy().atoms()
+    n = atoms.size()
+    radii = np.zeros(n)
+    try:
+        for i, a in enumerate(atoms):
+            r = copy.get_specific_vdw_radius(i, False)
+            if a.element_is_ion():
+                r = max(r, copy.get_specific_ion_radius(i))
+            if a.element.strip().upper() == "C":
+                r = max(r, 1.65)
+            if a.element_is_hydrogen():
+                r = max(r, 1.05)
+            radii[i] = r
+    except Exception:  # a radius the monomer library lacks: no filter
+        return False
+    if not (radii > 0).all():
+        return False
+    bonded = [set() for _ in range(n)]
+    grm = copy.get_restraints_manager().geometry
+    simple, asu = grm.get_all_bond_proxies(sites_cart=copy.get_sites_cart())
+    for p in simple:
+        a, b = p.i_seqs
+        bonded[a].add(b)
+        bonded[b].add(a)
+    for p in asu:
+        bonded[p.i_seq].add(p.j_seq)
+        bonded[p.j_seq].add(p.i_seq)
+    # within three bonds: probe2 never scores such a pair (it goes to four
+    # bonds where an H is one end; three is the safe side of that)
+    near, paths = [], []
+    for i in range(n):
+        shell, seen = {i}, {i}
+        for depth in range(3):
+            if depth == 2:  # the atoms probe2 must pass to reach a third-bond one
+                paths.extend((i, k) for k in sorted(seen - {i}))
+            shell = {k for s in shell for k in bonded[s]} - seen
+            seen |= shell
+        seen.discard(i)
+        near.append(seen)
+    return radii, near, np.array(paths, dtype=int).reshape(-1, 2)
+
+
+@contextlib.contextmanager
+def _sources_limited_to(copy, mask):
+    """While probe2 runs on ``copy``, its source selection (clashscore2's
+    "(occupancy > f) and not water") also requires ``mask``; other
+    selections are left alone.  ``mask`` None: nothing changes."""
+    if mask is None:
+        yield
+        return
+    original = copy.selection
+    keep = flex.bool(mask.tolist())
+
+    def selection(string, *args, **kwargs):
+        sel = original(string, *args, **kwargs)
+        if "not water" in string and "occupancy" in string:
+            sel = sel & keep
+        return sel
+    copy.selection = selection
+    try:
+        yield
+    finally:
+        del copy.selection
+
+
+# copy -> _candidate_info(copy) (False: no filter)
+_CANDIDATE_INFO = weakref.WeakKeyDictionary()
 
 # model -> (probe2's processed copy, the atoms' signature): see _probe_model.
 _PROBE_MODELS = weakref.WeakKeyDictionary()

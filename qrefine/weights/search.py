@@ -12,7 +12,11 @@ favored went 90.9 -> 81.8 -> 72.7 % with every step accepted.
 
 Only numbers cross this module's boundary: a ``run_trial(weight)`` callable
 returns the refined sites and a flat metrics dict (the validation keys).  The
-search never sees a model, a map or an engine.
+search never sees a model, a map or an engine.  It may return a third item,
+a callable giving the costly rest of the metrics (the clashscore: probe2,
+seconds a trial): the search calls it only when the trial passes on the
+metrics it has, so a trial that a cheap metric rejects, like the last of
+most searches, costs no clashscore (its metrics lack it).
 """
 
 from dataclasses import dataclass, field
@@ -90,6 +94,7 @@ class Trial:
     accepted: bool = True
     reason: str = ""
     sites: object = field(default=None, repr=False)
+    rest: object = field(default=None, repr=False)  # the metrics still to compute
 
     def as_dict(self):
         return {"weight": self.weight, "accepted": self.accepted, "reason": self.reason,
@@ -184,18 +189,31 @@ class WeightSearch:
                 t = finished[key]
             else:
                 t0 = time.time()
-                sites, metrics = run_trial(weight)
-                t = Trial(weight=weight, metrics=metrics, seconds=time.time() - t0, sites=sites)
+                out = run_trial(weight)
+                t = Trial(weight=weight, metrics=out[1], seconds=time.time() - t0, sites=out[0],
+                          rest=out[2] if len(out) > 2 else None)
             trials.append(t)
             return t
+
+        def judge(t, previous, best):
+            """Judge ``t`` on the metrics it has; when it passes, compute the
+            rest and judge again."""
+            reason = self.judge(t.metrics, previous, best)
+            if t.rest is not None:
+                if reason == "":
+                    t0 = time.time()
+                    t.metrics.update(t.rest())
+                    t.seconds += time.time() - t0
+                    reason = self.judge(t.metrics, previous, best)
+                t.rest = None
+            t.accepted, t.reason = (reason == ""), reason
 
         last_good = None
         first_bad = None
         for w in self.weights:
             best = self._best_values(trials) if last_good else None
             t = trial_at(w)
-            reason = self.judge(t.metrics, last_good.metrics if last_good else None, best)
-            t.accepted, t.reason = (reason == ""), reason
+            judge(t, last_good.metrics if last_good else None, best)
             if on_trial is not None and round(w, 12) not in finished:
                 on_trial(t, trials)
             if not t.accepted:
@@ -206,8 +224,7 @@ class WeightSearch:
             w = math.sqrt(last_good.weight * first_bad.weight)
             best = self._best_values(trials)
             t = trial_at(w)
-            reason = self.judge(t.metrics, last_good.metrics, best)
-            t.accepted, t.reason = (reason == ""), reason
+            judge(t, last_good.metrics, best)
             if on_trial is not None and round(w, 12) not in finished:
                 on_trial(t, trials)
         for _ in range(self.extend_below):
@@ -218,8 +235,7 @@ class WeightSearch:
             # Below the grid: only the absolute limits apply, as a lower
             # weight trades fit for geometry by design.
             t = trial_at(lowest / self.factor)
-            reason = self.judge(t.metrics, None)
-            t.accepted, t.reason = (reason == ""), reason
+            judge(t, None, None)
             if on_trial is not None and round(t.weight, 12) not in finished:
                 on_trial(t, trials)
         return self._best(trials), trials
