@@ -28,7 +28,7 @@ import numpy as np
 
 from qrefine.engines import EngineUnavailable
 from qrefine.engines.electrons import check_spin
-from qrefine.engines.fileio import ProgramCalculator, read_text
+from qrefine.engines.fileio import ProgramCalculator, choose_method, read_text
 from qrefine.errors import QRefineError
 
 NAME = "mopac"
@@ -82,17 +82,6 @@ def availability():
     return True, "MOPAC command: %s" % cmd
 
 
-def resolve_method(method):
-    """Canonical MOPAC Hamiltonian name (default PM7)."""
-    if method is None:
-        return METHODS[0]
-    for m in METHODS:
-        if m.lower() == str(method).strip().lower():
-            return m
-    raise QRefineError("engine mopac has no method '%s'; choose one of: %s"
-                       % (method, ", ".join(METHODS)))
-
-
 def spin_keywords(numbers, charge, multiplicity):
     """MOPAC keywords for ``multiplicity``; a clear error when it cannot be."""
     multiplicity = int(multiplicity)
@@ -141,7 +130,7 @@ def make_calculator(method=None, charge=0, multiplicity=1, workdir=None, **optio
         raise EngineUnavailable("MOPAC not found: " + INSTALL_HINT)
     if options.get("linear_scaling") and "relscf" not in options:
         options["relscf"] = MOZYME_RELSCF
-    return MopacCalculator(method=resolve_method(method), charge=charge,
+    return MopacCalculator(method=choose_method(NAME, METHODS, method), charge=charge,
                            multiplicity=multiplicity, workdir=workdir,
                            command=command, **options)
 
