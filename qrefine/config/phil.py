@@ -128,7 +128,7 @@ weights {
     .help = "X-ray: largest acceptable R-free - R-work; None: 0.05 + 0.01 * d_min."
   max_r_free_rise = 0.005
     .type = float
-    .help = "X-ray fit guard: the refined model's R-free may exceed the start's by at most this much.  When the final refinement ends above it, the model becomes the accepted weight trial with the lowest R-free within it, or, when there is none, the start model itself (a well-refined start the restraints can only pull away from its data); the log and the summary's fit_guard say which and why.  None: no guard."
+    .help = "X-ray fit guard: the refined model's R-free may exceed the start's by at most this much.  When the final refinement ends above it, the model becomes the accepted weight trial with the lowest R-free within it whose geometry is no worse than the start's, or, when there is none, the start model itself (a well-refined start the restraints can only pull away from its data); the log and the summary's fit_guard say which and why.  None: no guard."
   gate = *previous best
     .type = choice
     .help = "What a trial's geometry metrics (Rama favored/outliers, rotamer outliers, C-beta deviations, clashscore) are compared with: previous: the previous accepted trial only; best: also the best value any accepted trial reached, so that a metric cannot slide one tolerated step at a time (1us0 helix: Rama favored 90.9 -> 81.8 -> 72.7 % all accepted with previous)."
