@@ -169,3 +169,11 @@ def test_refinement_takes_the_correction_each_macro_cycle(tmp_path, structures):
     assert s["timings"]["correction_refreshes"] == 2
     cycles = s["macro_cycles"]
     assert cycles[1]["final_target"] < cycles[0]["start_target"] - 20
+
+
+def test_describe_names_the_refresh(helix_model):
+    xtb_or_skip()
+    assert _sources(helix_model, correction_refresh=0.15).describe().endswith(
+        "corrected by the whole-model gradient each macro cycle and after 0.15 A of atom shift")
+    assert _sources(helix_model, correction_refresh=0).describe().endswith(
+        "corrected by the whole-model gradient each macro cycle")

@@ -349,8 +349,9 @@ class FragmentQMRestraints(RestraintSource):
         text = "%s %s on fragments (clusters of at most %d residues, %.1f A buffer)" % (
             self.engine, self.method, self.max_cluster_residues, self.buffer)
         if self.correction is not None:
-            text += (", corrected by the whole-model gradient each macro cycle and after "
-                     "%s A of atom shift" % self.correction.refresh)
+            text += ", corrected by the whole-model gradient each macro cycle"
+            if self.correction.refresh is not None:
+                text += " and after %g A of atom shift" % self.correction.refresh
         return text
 
     def symmetry_summary(self):
