@@ -58,7 +58,10 @@ method=, charge= (default: from protonation states), multiplicity=,
 qm.clustering=true|false (fragments, or the whole model at once; by default
 fragments above fragments.clustering_above=1000 atoms), nproc= (fragments in
 parallel; give it the number of cores), qm.linear_scaling=true (engine=mopac:
-MOZYME, linear-scaling PM7 for a whole protein).  qr.refine --engines lists
+MOZYME, linear-scaling PM7 for a whole protein), fragments.correction=
+whole_model (fragments plus the whole-model minus fragment gradient, taken
+each macro cycle and after fragments.correction_refresh A of atom shift:
+small buffers come closer to the whole model near each reference point).  qr.refine --engines lists
 the engines and which of them can run on this machine.
 
 options: --help, --show-defaults, --engines, --version

@@ -205,6 +205,12 @@ fragments {
   recluster_shift = 1.0
     .type = float
     .help = "qm.clustering=true: rebuild clusters when an atom has moved this far (A) since clustering."
+  correction = *none whole_model
+    .type = choice
+    .help = "qm.clustering=true: whole_model adds to the fragment gradient a constant per-atom correction, the whole-model QM gradient minus the fragment gradient at a reference point, taken again at each macro cycle, after re-clustering and when an atom has moved fragments.correction_refresh A from that point (one whole-model gradient each time, in this process with nproc threads). 3j63_A, GFN2-xTB, 8 residues / 2 A buffer: RMS/max error 0.41/2.9 kcal/mol/A with atoms within 0.14 A of the reference point (2.9/24 without), 0.87/6.0 at 0.29 A (benchmarks/README.md, 'Delta-corrected fragments'). Not with crystal symmetry copies. none: fragments alone."
+  correction_refresh = 0.15
+    .type = float
+    .help = "fragments.correction=whole_model: take the correction again when an atom has moved this far (A) from its reference point; 0: only at each macro cycle and after re-clustering."
 }
 symmetry {
   expand = None

@@ -138,6 +138,8 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
             options=engine_options(module, params.qm),
             max_cluster_residues=params.fragments.max_cluster_residues,
             buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
+            correction=params.fragments.correction,
+            correction_refresh=params.fragments.correction_refresh,
             nproc=params.nproc, failed_dir=failed_dir, backend=backend,
             scheduler=scheduler, reporter=reporter, environment=environment)
     symbols, charge = _symbols_and_charge(model, params)

@@ -49,6 +49,14 @@ their operators.  Buffer gradients are discarded, copies included: this is
 the "direct" rule of :mod:`qrefine.restraints.symmetry` (the gradient on the model's
 own atoms is the derivative of the lattice energy per asymmetric unit).
 
+Delta correction.  With ``correction="whole_model"`` a constant per-atom
+correction ``g_whole(x0) - g_frag(x0)`` is added to the fragment gradient,
+taken again at each macro cycle, after re-clustering and when an atom has
+moved more than ``correction_refresh`` A from ``x0`` (see
+:mod:`qrefine.restraints.fragment_correction`).  The whole model runs in
+this process, with its OpenMP threads (``OMP_NUM_THREADS``, which the
+pipeline sets to ``nproc``).  Not with a symmetry environment.
+
 Re-clustering.  Clusters and buffers are built at the first call and again
 whenever an atom has moved more than ``recluster_shift`` A from where it was
 at the last clustering.  Calculators of fragments that did not change are
@@ -67,11 +75,15 @@ from qrefine.fragments.clustering import cluster_residues
 from qrefine.fragments.fragment import (fragment_name, fragment_positions, fragment_symbols,
                                         make_fragments)
 from qrefine.fragments.graph import extended_residues, residue_graph
+from qrefine.model.charges import check_multiplicity, electron_count
 from qrefine.model.charges import residue_charges as charges_of
+from qrefine.model.elements import symbol_of
 from qrefine.restraints.base import RestraintSource
 from qrefine.restraints.dask_executor import DaskExecutor
 from qrefine.restraints.executors import ProcessExecutor, SerialExecutor
-from qrefine.restraints.qm import PathValue
+from qrefine.restraints.fragment_correction import (CORRECTIONS, DEFAULT_REFRESH,
+                                                    WholeModelCorrection)
+from qrefine.restraints.qm import PathValue, QMRestraints
 
 DEFAULT_MAX_CLUSTER_RESIDUES = 15
 DEFAULT_BUFFER = 8.0  # A; 3j63_A, GFN2-xTB: RMS error 0.42, max 2.4 kcal/mol/A (6 A: 0.65, 2.5)
@@ -108,7 +120,9 @@ class FragmentQMRestraints(RestraintSource):
     :class:`~qrefine.log.Reporter` for the fragment progress line;
     ``environment``: a :class:`~qrefine.restraints.symmetry.SymmetryEnvironment` whose
     residue copies may join fragment buffers (its radius should be at least
-    ``buffer``).
+    ``buffer``); ``correction``: ``"none"`` or ``"whole_model"`` (the delta
+    correction above), ``correction_refresh``: A, atom shift that takes it
+    again.
     """
 
     def __init__(self, model, engine="xtb", method=None, options=None,
@@ -116,7 +130,16 @@ class FragmentQMRestraints(RestraintSource):
                  recluster_shift=DEFAULT_RECLUSTER_SHIFT, cap_gradients="project",
                  nproc=1, threads=None, residue_charges=None, ligand_charges=None,
                  contact_cutoff=4.0, failed_dir=None, executor=None, backend="local",
-                 scheduler=None, reporter=None, environment=None):
+                 scheduler=None, reporter=None, environment=None, correction="none",
+                 correction_refresh=DEFAULT_REFRESH):
+        if correction not in CORRECTIONS:
+            raise QRefineError("fragments.correction must be one of %s, got %r"
+                               % (", ".join(CORRECTIONS), correction))
+        if correction != "none" and environment is not None:
+            raise QRefineError("fragments.correction=%s needs the whole model's gradient, "
+                               "which with crystal symmetry copies qrefine does not compute "
+                               "for fragments; set symmetry.expand=false or "
+                               "fragments.correction=none" % correction)
         if cap_gradients not in CAP_GRADIENTS:
             raise QRefineError("cap_gradients must be one of %s, got %r"
                                % (", ".join(CAP_GRADIENTS), cap_gradients))
@@ -176,6 +199,18 @@ class FragmentQMRestraints(RestraintSource):
         self.n_gradients = 0   # fragment gradients computed (cache hits not counted)
         self.seconds = 0.0
         self._path = PathValue(memory=HISTORY)  # the value; see the module docstring
+        self.correction = None
+        if correction == "whole_model":
+            self.correction = WholeModelCorrection(
+                self._whole_model_source(model, options, failed_dir), correction_refresh)
+
+    def _whole_model_source(self, model, options, failed_dir):
+        symbols = [symbol_of(a) for a in model.get_hierarchy().atoms()]
+        charge = sum(self.residue_charges)
+        return QMRestraints(symbols, self.engine, self.method, charge=charge,
+                            multiplicity=check_multiplicity(electron_count(symbols, charge)),
+                            options=options, failed_dir=failed_dir,
+                            label="whole model (fragments.correction)")
 
     def _progress(self, done, total):
         if self.reporter is None:
@@ -281,16 +316,43 @@ class FragmentQMRestraints(RestraintSource):
         sites = np.array(sites_cart, dtype=float).reshape(-1, 3)
         self.requests += 1
         seen = self._path.cached(sites)
+        fix = self.correction
+        if fix is not None and fix.due(sites, self._needs_clustering(sites)):
+            t0 = time.time()
+            if seen is not None and not self._needs_clustering(sites):
+                raw = seen[1] - fix.c  # this point's fragment gradient, already computed
+            else:
+                raw, _ = self.gradient(sites)
+            # The new correction moves the whole gradient field by a
+            # constant: the stored points move with it (module docstring).
+            self._path.add_to_gradients(fix.take(sites, raw))
+            self.seconds += time.time() - t0
+            grad = fix.apply(raw)
+            if seen is not None:  # stored already, and shifted with the rest
+                return seen[0], grad.copy()
+            return self._path.value(sites, grad), grad.copy()
         if seen is not None:
             return seen
         t0 = time.time()
         grad, _ = self.gradient(sites)
+        if fix is not None:
+            grad = fix.apply(grad)
         self.seconds += time.time() - t0
         return self._path.value(sites, grad), grad.copy()
 
+    def start_cycle(self, sites_cart):
+        """A new macro cycle: the delta correction is taken again at its first gradient."""
+        if self.correction is not None:
+            self.correction.mark_stale()
+
     def describe(self):
-        return "%s %s on fragments (clusters of at most %d residues, %.1f A buffer)" % (
+        text = "%s %s on fragments (clusters of at most %d residues, %.1f A buffer)" % (
             self.engine, self.method, self.max_cluster_residues, self.buffer)
+        if self.correction is not None:
+            text += ", corrected by the whole-model gradient each macro cycle"
+            if self.correction.refresh is not None:
+                text += " and after %g A of atom shift" % self.correction.refresh
+        return text
 
     def symmetry_summary(self):
         env = getattr(self, "environment", None)
@@ -314,6 +376,8 @@ class FragmentQMRestraints(RestraintSource):
                "clusterings": self.n_clusterings}
         if hasattr(self.executor, "stats"):
             out.update(self.executor.stats())
+        if self.correction is not None:
+            out.update(self.correction.timing())
         return out
 
     def close(self):

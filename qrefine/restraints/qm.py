@@ -221,6 +221,13 @@ class PathValue:
                 return vp, gp.copy()
         return None
 
+    def add_to_gradients(self, delta):
+        """Add ``delta`` (N, 3) to every stored gradient: the gradient field
+        changed by a constant (a refreshed fragment correction), and the
+        next values are integrated from the stored points in the new field,
+        so value and gradient stay consistent across the change."""
+        self.points = [(p, vp, gp + delta) for p, vp, gp in self.points]
+
     def value(self, sites, grad):
         """The value at ``sites`` with gradient ``grad`` (both (N, 3));
         0 at the first point."""
