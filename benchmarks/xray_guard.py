@@ -74,7 +74,7 @@ def row(name, summary_path, out):
     if summary_path is None or not os.path.exists(summary_path):
         failed = os.path.join(out, name, "failed.txt")
         why = open(failed).read().strip() if os.path.exists(failed) else "not run"
-        return "| %s | %s |" % (name, why) + " |" * 10
+        return "| %s | %s |" % (name, why) + " |" * 11
     s = json.load(open(summary_path))
     a, b = s["start"], s["final"]
     d_free = b["r_free"] - a["r_free"]
@@ -84,16 +84,18 @@ def row(name, summary_path, out):
         x, y = a.get(key), b.get(key)
         return "%s → %s" % (fmt % x if x is not None else "–", fmt % y if y is not None else "–")
 
-    return "| %s | %s | %s | %+.4f %s | %s | %s | %s | %s | %s | %s | %.3g | %.0f |" % (
+    guard = s.get("fit_guard")
+    return "| %s | %s | %s | %+.4f %s | %s | %s | %s | %s | %s | %s | %.3g | %s | %.0f |" % (
         name, pair("r_work", "%.4f"), pair("r_free", "%.4f"), d_free, "ok" if ok else "**WORSE**",
         pair("bond_rmsd", "%.4f"), pair("angle_rmsd", "%.2f"), pair("rama_favored", "%.1f"),
         pair("rama_z_whole", "%.2f"), pair("clashscore", "%.1f"), pair("hbonds", "%d"),
-        s.get("chosen_weight") or float("nan"), s["timings"]["total_s"])
+        s.get("chosen_weight") or float("nan"), guard["kept"] if guard else "–",
+        s["timings"]["total_s"])
 
 
 HEADER = ("| set | R-work | R-free | ΔR-free (≤ +0.005) | bond RMSD | angle RMSD | Rama fav. % "
-          "| Rama-Z | clashscore | H-bonds | weight | s |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| Rama-Z | clashscore | H-bonds | weight | fit guard kept | s |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main():

@@ -198,9 +198,12 @@ def _guard_fit(model, sites0, data, params, result, start_metrics, reporter):
     if result.trials and not any(t.accepted for t in result.trials):
         why.append("no trial weight met the limits (the start itself may not: R-free - R-work "
                    "%.3f)" % (start["r_free"] - start["r_work"]))
+    if not why and final.get("r_work") is not None and final["r_work"] < start["r_work"]:
+        why.append("R-work fell %.4f -> %.4f while R-free rose: the chosen weight fits the "
+                   "data's noise (over-fitting)" % (start["r_work"], final["r_work"]))
     if not why:
         why.append("the start was refined against these data with other restraints or "
-                   "weights, and the library restraints pull it away from that fit")
+                   "weights, and the restraints pull it away from that fit")
     note = ("fit guard: the final refinement ended at R-free %.4f, above the start's %.4f + "
             "%.3f%s; %s; so the model written is %s (R-free %.4f)" % (
                 final["r_free"], start["r_free"], params.weights.max_r_free_rise,
