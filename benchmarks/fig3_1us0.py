@@ -51,6 +51,7 @@ and the comparama PNGs.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,40 @@ def optimise(start, prefix, run, out, args):
     return json.load(open(summary)), None
 
 
+def from_checkpoint(start, prefix, out):
+    """(PDB, summary-like dict) of the last finished macro cycle of a run that
+    was stopped (its ``<prefix>.checkpoint``), or None."""
+    import iotbx.pdb
+    from scitbx.array_family import flex
+    path = os.path.join(out, prefix + ".checkpoint")
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        state = json.loads(bytes(z["state"]).decode())
+        if "sites" not in z.files or not state["cycles"]:
+            return None
+        sites = np.asarray(z["sites"], dtype=float).reshape(-1, 3)
+    inp = iotbx.pdb.input(start)
+    h = inp.construct_hierarchy()
+    if h.atoms_size() != len(sites):
+        return None
+    pdb = os.path.join(out, prefix + "_partial.pdb")
+    if not os.path.exists(pdb) or os.path.getmtime(pdb) < os.path.getmtime(path):
+        h.atoms().set_xyz(flex.vec3_double(sites))
+        h.write_pdb_file(pdb, crystal_symmetry=inp.crystal_symmetry())
+    log = os.path.join(out, "." + prefix + ".log.partial")
+    text = open(log).read() if os.path.exists(log) else ""
+    began = re.search(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", text)
+    seconds = None
+    if began:
+        from datetime import datetime, timezone
+        t0 = datetime.strptime(began.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        seconds = os.path.getmtime(path) - t0.timestamp()
+    nproc = re.search(r"nproc=(\d+)", text)
+    return pdb, {"macro_cycles": state["cycles"], "timings": {"total_s": seconds},
+                 "parameters": {"nproc": int(nproc.group(1)) if nproc else 1}}
+
+
 def comparama(start, refined, out, prefix):
     png = os.path.join(out, prefix + "_comparama.png")
     if not os.path.exists(png):
@@ -197,6 +232,18 @@ def comparama(start, refined, out, prefix):
                         "output.prefix=%s" % prefix, "chem_data=%s" % CHEM_DATA],
                        capture_output=True, text=True)
     return png if os.path.exists(png) else None
+
+
+def small_copy(src, dst):
+    """src at half size in 128 colours (about 60 KB instead of 700 KB)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        shutil.copy(src, dst)
+        return
+    im = Image.open(src).convert("RGB")
+    im = im.resize((im.width // 2, im.height // 2), Image.LANCZOS)
+    im.quantize(128).save(dst, optimize=True)
 
 
 def fmt_row(label, metrics, seconds="", cores=""):
@@ -239,15 +286,21 @@ def main():
         for run in args.runs:
             prefix = "%s_%s" % (model, run)
             summary, error = optimise(start, prefix, run, args.out, args)
-            if summary is None:
-                lines.append("| %s | %s: %s |" % (model, run, error))
-                continue
             refined = os.path.join(args.out, prefix + "_refined.pdb")
+            label = run
+            if summary is None:
+                partial = from_checkpoint(start, prefix, args.out)
+                if partial is None:
+                    lines.append("| %s | %s: %s |" % (model, run, error))
+                    continue
+                refined, summary = partial
+                label = "%s (cut after %d cycles)" % (run, len(summary["macro_cycles"]))
             metrics = dict(validation(refined, vcache), **deviation(refined, reference))
             seconds, cores = summary["timings"]["total_s"], summary["parameters"]["nproc"]
-            res[run] = dict(metrics, wall_s=seconds, cores=cores,
+            res[run] = dict(metrics, wall_s=seconds, cores=cores, label=label,
                             command=summary.get("command"))
-            lines.append(fmt_row("%s | %s" % (model, run), metrics, "%.0f" % seconds,
+            lines.append(fmt_row("%s | %s" % (model, label), metrics,
+                                 "%.0f" % seconds if seconds else "-",
                                  cores if run == "gfnff" else 1))
             pngs.append(comparama(start, refined, args.out, prefix))
     table = "\n".join(lines)
@@ -258,7 +311,7 @@ def main():
         json.dump(dict(results, rms=args.rms, seed=args.seed), f, indent=1)
     if args.figures:
         for png in filter(None, pngs):
-            shutil.copy(png, os.path.join(args.figures, "1us0_fig3_" + os.path.basename(png)))
+            small_copy(png, os.path.join(args.figures, "1us0_fig3_" + os.path.basename(png)))
     print("\noutputs in %s" % args.out)
 
 
