@@ -70,11 +70,13 @@ CHEM_DATA = os.path.join(DATA, "chem_data")
 PROTEIN = "protein and not (chain A and resseq 313)"
 RUNS = ("cctbx", "gfnff")
 MODELS = ("original", "perturbed")
-COLUMNS = [("rmsd", "RMSD (A)", "%.3f"), ("max_dev", "max dev (A)", "%.2f"),
+COLUMNS = [("rmsd", "RMSD (A)", "%.3f"), ("rmsd_backbone", "backbone RMSD", "%.3f"),
+           ("max_dev", "max dev (A)", "%.2f"),
            ("rama_favored", "Rama fav %", "%.2f"), ("rama_allowed", "Rama allowed %", "%.2f"),
            ("rama_outliers", "Rama out %", "%.2f"), ("rama_z_whole", "Rama-Z", "%.2f"),
            ("rotamer_outliers", "rota out %", "%.2f"), ("clashscore", "clash", "%.2f"),
-           ("bond_rmsd", "bond", "%.4f"), ("angle_rmsd", "angle", "%.2f")]
+           ("hbonds", "H-bonds", "%d"), ("bond_rmsd", "bond", "%.4f"),
+           ("angle_rmsd", "angle", "%.2f")]
 
 
 def tool(name):
@@ -148,7 +150,9 @@ def deviation(path, reference):
     a, b = heavy_sites(path), heavy_sites(reference)
     keys = sorted(set(a) & set(b))
     d = np.linalg.norm(np.array([a[k] for k in keys]) - np.array([b[k] for k in keys]), axis=1)
-    return dict(rmsd=float(np.sqrt((d ** 2).mean())), max_dev=float(d.max()), n_matched=len(keys))
+    bb = np.array([k[3] in ("N", "CA", "C", "O") for k in keys])
+    return dict(rmsd=float(np.sqrt((d ** 2).mean())), max_dev=float(d.max()),
+                rmsd_backbone=float(np.sqrt((d[bb] ** 2).mean())), n_matched=len(keys))
 
 
 def read_model(path):
