@@ -77,6 +77,12 @@ def check_parameters(params, data_kind):
     tol = params.refine.gradient_tolerance
     if tol is not None and not tol > 0:
         raise QRefineError("refine.gradient_tolerance must be > 0, got %s" % tol)
+    refresh = params.fragments.correction_refresh
+    if refresh is not None and refresh < 0:
+        raise QRefineError("fragments.correction_refresh must be >= 0 A, got %s" % refresh)
+    rise = params.weights.max_r_free_rise
+    if rise is not None and rise < 0:
+        raise QRefineError("weights.max_r_free_rise must be >= 0, got %s" % rise)
     if params.ramachandran_restraints and params.restraints != "cctbx":
         raise QRefineError("ramachandran_restraints=true is for restraints=cctbx; QM restraints "
                            "need no (phi, psi) restraints")
