@@ -91,3 +91,33 @@ def test_openmp_engines_get_nproc_threads_unless_the_user_set_them(monkeypatch):
     for args in (["restraints=cctbx"], ["restraints=qm", "engine=pyscf"]):
         limit_engine_threads(params.parse(args)[0])
         assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_gfnff_on_a_distorted_start_is_warned(tmp_path, structures):
+    """GFN-FF builds its bonds from the start geometry: a start whose bond
+    RMSD is far above a refined model's gets a note saying so; the helix as
+    deposited gets none."""
+    import numpy as np
+    import iotbx.pdb
+    from scitbx.array_family import flex
+
+    source = os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb")
+    pdb = iotbx.pdb.input(source)
+    h = pdb.construct_hierarchy()
+    rng = np.random.default_rng(0)
+    xyz = np.array(h.atoms().extract_xyz()) + rng.normal(0.0, 0.2, (h.atoms_size(), 3))
+    h.atoms().set_xyz(flex.vec3_double(xyz))
+    distorted = str(tmp_path / "distorted.pdb")
+    with open(distorted, "w") as f:
+        f.write(h.as_pdb_string(crystal_symmetry=pdb.crystal_symmetry()))
+    notes = {}
+    for name, model in (("distorted", distorted), ("deposited", source)):
+        assert main([model, "restraints=qm", "engine=xtb", "method=GFN-FF", "mode=opt",
+                     "refine.macro_cycles=1", "refine.max_iterations=2",
+                     "output.prefix=%s" % name, "output.dir=%s" % tmp_path]) == 0
+        s = json.load(open(os.path.join(str(tmp_path), name + "_summary.json")))
+        notes[name] = [n for n in s["notes"] if "GFN-FF takes its bonds" in n]
+        if name == "distorted":
+            assert s["start"]["bond_rmsd"] > 0.05
+    assert len(notes["distorted"]) == 1 and "regularise the model first" in notes["distorted"][0]
+    assert notes["deposited"] == []
