@@ -43,6 +43,10 @@ Common parameters (all of them: qr.refine --show-defaults):
   weights.gate=previous|best
                            compare each trial with the previous one, or also
                            with the best accepted one (stops slow slides)
+  weights.max_r_free_rise=<r>
+                           X-ray: the written model's R-free stays within r
+                           (default 0.005) of the start's; else the best
+                           trial or the start is kept, and the log says why
   output.prefix=<name>     output file prefix (default: model name)
   output.dir=<dir>         output directory (default: current)
   output.overwrite=true    replace an earlier run's outputs (default: a rerun
