@@ -350,3 +350,26 @@ def test_rama_z_and_hbonds_can_be_left_out(helix):
     for key in ("bond_rmsd", "angle_rmsd", "rama_favored", "rama_outliers",
                 "rotamer_outliers", "cbeta_deviations"):
         assert part[key] == full[key]
+
+
+
+def test_clash_radii_follow_where_the_h_sit(structures, monkeypatch):
+    """H at nuclear distances (QM-optimised) get probe2's nuclear van der
+    Waals radii, H at electron-cloud distances (riding) the electron-cloud
+    ones, whatever the file was read with.  Q|R's TeraChem 3j63_A model
+    (C-H 1.08 A): 0.00 (published 0.7); probed with electron-cloud radii, as
+    before this rule, 6.27; the start (C-H 0.97 A) keeps 45.96."""
+    from qrefine.validation import validator
+    tc = _read(structures, "cryo_em/3j63_A/qr3_results/TeraChem_HF61G_refinement/"
+                           "3j63_tc_real_space_refined.pdb")
+    assert validator.h_at_nuclear_distances(tc)
+    assert validator.clashscore(tc) == pytest.approx(0.0, abs=0.05)
+    with monkeypatch.context() as m:
+        m.setattr(validator, "h_at_nuclear_distances", lambda model: False)
+        assert validator.clashscore(tc) == pytest.approx(6.27, abs=0.05)
+    start = _read(structures, "cryo_em/3j63_A/3j63_A_box_complete.pdb")
+    assert not validator.h_at_nuclear_distances(start)
+    neutron = _read(structures, "cryo_em/3j63_A/3j63_A_box_complete.pdb",
+                    use_neutron_distances=True)
+    assert validator.clashscore(neutron) == pytest.approx(36.21, abs=0.05)
+    assert validator.clashscore(start) == pytest.approx(45.96, abs=0.05)

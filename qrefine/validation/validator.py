@@ -417,13 +417,48 @@ def _already_processed(*args, **kwargs):
     """A processed copy's ``process``: probe2 calls it on every run."""
 
 
+# Median C-H length (A) above which a model's H sit at nuclear positions:
+# riding H of X-ray and cryo-EM refinement sit at the electron cloud (C-H
+# 0.97, N-H 0.86), QM-optimised ones at the nuclei (GFN1-xTB 1.09, 1.01).
+NUCLEAR_CH = 1.03
+
+
+def h_at_nuclear_distances(model):
+    """Whether the model's H sit at nuclear distances from their C atoms.
+
+    MolProbity scores clashes with van der Waals radii that belong to where
+    the H are: electron-cloud H (and radii) for X-ray and cryo-EM models,
+    nuclear H (and the smaller nuclear radii) for neutron and QM models.
+    Probing nuclear H with electron-cloud radii counts overlaps that are
+    only the longer X-H bond: Q|R's TeraChem 3j63_A model scores 6.27 that
+    way and 0.00 with nuclear radii (published: 0.7), the start model, whose
+    H ride at 0.97 A, 45.96 with the right radii and 36.21 with the wrong."""
+    atoms = model.get_hierarchy().atoms()
+    elements = np.array([e.strip().upper() for e in atoms.extract_element()])
+    is_h = np.isin(elements, ("H", "D"))
+    if not is_h.any() or is_h.all():
+        return False
+    xyz = atoms.extract_xyz().as_numpy_array()
+    heavy = np.flatnonzero(~is_h)
+    distance, nearest = cKDTree(xyz[heavy]).query(xyz[is_h])
+    on_carbon = (elements[heavy[nearest]] == "C") & (distance < 1.3)
+    return bool(on_carbon.any() and np.median(distance[on_carbon]) > NUCLEAR_CH)
+
+
 def _probe_model(model, notes):
     """(copy of ``model`` for probe2, occupancies, nuclear?).  The copy made
     for a model is kept while the model lives and gets the model's sites on
     later calls, so probe2's restraint processing runs once per model, not
-    once per weight trial; atoms added or removed make a new copy."""
+    once per weight trial; atoms added or removed, or H that moved between
+    electron-cloud and nuclear distances, make a new copy.
+
+    nuclear: neutron distances asked for, or H at nuclear distances
+    (:func:`h_at_nuclear_distances`)."""
     nuclear = bool(model.get_current_pdb_interpretation_params()
-                   .pdb_interpretation.use_neutron_distances)
+                   .pdb_interpretation.use_neutron_distances) or h_at_nuclear_distances(model)
+    if nuclear:
+        notes.append("clashscore: nuclear van der Waals radii (the H sit at nuclear "
+                     "distances)")
     kept = _PROBE_MODELS.get(model)
     hierarchy = model.get_hierarchy()
     first = hierarchy.models()[0] if hierarchy.models_size() > 1 else hierarchy
@@ -431,9 +466,10 @@ def _probe_model(model, notes):
         notes.append("clashscore: computed for the first of %d models"
                      % hierarchy.models_size())
     atoms = first.atoms()
-    # which atoms, not where: names, residues, elements and occupancies
+    # which atoms, not where: names, residues, elements and occupancies;
+    # and the radii probe2 processed the copy with
     signature = hash((tuple(a.id_str() for a in atoms), tuple(atoms.extract_element()),
-                      tuple(atoms.extract_occ())))
+                      tuple(atoms.extract_occ()), nuclear))
     if kept is not None and kept[1] == signature:
         copy = kept[0]
         copy.set_sites_cart(atoms.extract_xyz())
