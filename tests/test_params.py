@@ -112,6 +112,7 @@ def test_every_file_independent_check_runs_before_any_file_is_read(tmp_path):
         ([missing, str(tmp_path / "d.xyz")], [], "cannot tell whether"),
         ([missing], ["fragments.correction_refresh=-1"], "correction_refresh must be >= 0"),
         ([missing], ["weights.max_r_free_rise=-0.01"], "max_r_free_rise must be >= 0"),
+        ([missing], ["weights.part_atoms=-1"], "part_atoms must be >= 0"),
     ]
     for files, settings, message in cases:
         p, _ = params.parse(settings)

@@ -83,6 +83,10 @@ def check_parameters(params, data_kind):
     rise = params.weights.max_r_free_rise
     if rise is not None and rise < 0:
         raise QRefineError("weights.max_r_free_rise must be >= 0, got %s" % rise)
+    part = params.weights.part_atoms
+    if part is None or part < 0:
+        raise QRefineError("weights.part_atoms must be >= 0 (0: trials refine the whole "
+                           "model), got %s" % part)
     if params.ramachandran_restraints and params.restraints != "cctbx":
         raise QRefineError("ramachandran_restraints=true is for restraints=cctbx; QM restraints "
                            "need no (phi, psi) restraints")

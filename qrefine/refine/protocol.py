@@ -23,6 +23,7 @@ from qrefine.refine.macro_cycles import CycleRecord, estimate_weight, refine
 from qrefine.validation import NOT_GATING, clashscore, validate
 from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
 from qrefine.weights.initial import DEFAULT_SCALE
+from qrefine.weights.part import HeldStill
 from qrefine.weights.search import (Trial, WeightSearch, default_limits, default_max_r_gap,
                                     geometric_grid, one_step_tolerances)
 
@@ -69,10 +70,11 @@ def gradient_tolerance(params):
 
 
 def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
-                 start_metrics=None):
+                 start_metrics=None, part=None):
     """``start_metrics``: the start model's validation dict, when the caller
     has it already (adaptive scaling gates against it; otherwise it is
-    computed again)."""
+    computed again).  ``part``: a :class:`qrefine.weights.part.TrialPart`
+    when the weight trials move only part of the model."""
     sites0 = model.get_sites_cart().as_numpy_array()
     ck = (Checkpoint.load(params.restart, fingerprint) if params.restart
           else Checkpoint(paths.checkpoint, fingerprint))
@@ -98,7 +100,7 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
 
     if target_data is not None and params.data_weight is None and params.weights.search:
         trials, chosen = _search(model, sites0, restraints, target_data, params, scale,
-                                 ck, reporter, common)
+                                 ck, reporter, common, part)
         result.trials = trials
         result.limits = dict(zip(("bond_rmsd", "angle_rmsd"),
                                  _validation_limits(params, target_data)))
@@ -323,9 +325,15 @@ def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, comm
     return result
 
 
-def _search(model, sites0, restraints, data, params, scale, ck, reporter, common):
+def _search(model, sites0, restraints, data, params, scale, ck, reporter, common, part=None):
     data.update(sites0)
     w0 = estimate_weight(restraints, data, sites0, scale)
+    trial_restraints, trial_data = restraints, data
+    if part is not None:
+        # Only the part moves (qrefine.weights.part); w0 stays the whole
+        # model's ratio, which a representative part shares.
+        trial_restraints = HeldStill(part.restraints or restraints, part.mask)
+        trial_data = HeldStill(data, part.mask)
     grid = list(params.weights.trials) if params.weights.trials else geometric_grid(
         w0, factor=params.weights.grid_factor, below=params.weights.grid_below,
         above=params.weights.grid_above)
@@ -344,12 +352,20 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                   "%.4g; limits bond %.4f, angle %.2f%s" % (
                       scale, w0, len(grid), grid[0], grid[-1], max_bond, max_angle,
                       ", R-free - R-work %.3f" % max_gap if max_gap is not None else ""))
+    if part is not None:
+        reporter.info("  trials refine a part of the model: %d of %d atoms (%d residues around "
+                      "its centre, weights.part_atoms=%d), the rest held still%s" % (
+                          int(part.mask.sum()), len(part.mask), len(part.residues),
+                          params.weights.part_atoms,
+                          "; QM restraints for the part alone" if part.restraints is not None
+                          else ""))
 
     def run_trial(weight):
         # The trial's refinement shows a live line on a terminal; the log
         # gets the one trial line (save_trial).
         live = ProgressOnly(reporter, "weight trial %d: " % (len(ck.trials) + 1))
-        sites, _ = refine(sites0, restraints, data, macro_cycles=params.weights.trial_macro_cycles,
+        sites, _ = refine(sites0, trial_restraints, trial_data,
+                          macro_cycles=params.weights.trial_macro_cycles,
                           weight=weight, label="w=%.4g cycle" % weight,
                           **dict(common, reporter=live))
         live.progress("w=%.4g validating" % weight)

@@ -154,6 +154,29 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
                         failed_dir=failed_dir)
 
 
+def build_part_restraints(model, params, part, failed_dir, reporter=None):
+    """QM restraints for weight trials that move only the residues ``part``
+    (:mod:`qrefine.weights.part`): the fragments holding them, or the part
+    as one fragment for a model otherwise computed whole.  None when the
+    whole model's own restraint source serves (library restraints cost
+    milliseconds)."""
+    if params.restraints != "qm":
+        return None
+    module = engines.engine_module(params.engine)
+    clustered = uses_fragments(params, model.get_number_of_atoms())
+    backend, scheduler = check_parallel(params, clustered)
+    # One fragment: computed in this process with nproc OpenMP threads
+    # (limit_engine_threads) rather than by one busy worker of nproc.
+    return FragmentQMRestraints(
+        model, engine=params.engine, method=params.method,
+        options=engine_options(module, params.qm),
+        max_cluster_residues=params.fragments.max_cluster_residues,
+        buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
+        nproc=params.nproc if clustered else 1, failed_dir=failed_dir,
+        backend=backend if clustered else "local", scheduler=scheduler,
+        reporter=reporter, part=part, part_as_one=not clustered)
+
+
 CrystalEnvironment = collections.namedtuple("CrystalEnvironment", "environment symbols charge")
 
 

@@ -122,7 +122,12 @@ class FragmentQMRestraints(RestraintSource):
     residue copies may join fragment buffers (its radius should be at least
     ``buffer``); ``correction``: ``"none"`` or ``"whole_model"`` (the delta
     correction above), ``correction_refresh``: A, atom shift that takes it
-    again.
+    again; ``part`` (residue indices, the order of
+    :func:`qrefine.fragments.graph.model_residues`): compute only the
+    clusters holding a residue of it (every other atom gets a zero
+    gradient), or with ``part_as_one`` the part itself as the one cluster,
+    for weight trials that move only those atoms
+    (:mod:`qrefine.weights.part`).
     """
 
     def __init__(self, model, engine="xtb", method=None, options=None,
@@ -131,7 +136,7 @@ class FragmentQMRestraints(RestraintSource):
                  nproc=1, threads=None, residue_charges=None, ligand_charges=None,
                  contact_cutoff=4.0, failed_dir=None, executor=None, backend="local",
                  scheduler=None, reporter=None, environment=None, correction="none",
-                 correction_refresh=DEFAULT_REFRESH):
+                 correction_refresh=DEFAULT_REFRESH, part=None, part_as_one=False):
         if correction not in CORRECTIONS:
             raise QRefineError("fragments.correction must be one of %s, got %r"
                                % (", ".join(CORRECTIONS), correction))
@@ -166,6 +171,8 @@ class FragmentQMRestraints(RestraintSource):
         if environment is not None:
             self._extended = extended_residues(model, environment)
             self.residue_charges += [self.residue_charges[r] for r, _ in environment.copies]
+        self.part = None if part is None else np.asarray(part, dtype=int)
+        self.part_as_one = bool(part_as_one)
         self.reporter = reporter
         if executor is None:
             if backend == "dask":
@@ -229,7 +236,7 @@ class FragmentQMRestraints(RestraintSource):
         if self.environment is None:
             self.graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
                                        links=links)
-            self.clusters = cluster_residues(self.graph, self.max_cluster_residues)
+            self.clusters = self._clusters_of(self.graph)
         else:
             # Clusters of model residues; the graph that fragments are cut
             # from also holds the copies.
@@ -237,7 +244,7 @@ class FragmentQMRestraints(RestraintSource):
             model_graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
                                         links=model_links)
             self._model_links = model_graph.links
-            self.clusters = cluster_residues(model_graph, self.max_cluster_residues)
+            self.clusters = self._clusters_of(model_graph)
             self.graph = residue_graph(None, self._all_sites(sites),
                                        contact_cutoff=self.contact_cutoff, links=links,
                                        residues=self._extended)
@@ -249,6 +256,15 @@ class FragmentQMRestraints(RestraintSource):
         self.n_clusterings += 1
         self.executor.retain([f.key() for f in self.fragments])
         return self.fragments
+
+    def _clusters_of(self, graph):
+        """The clusters to compute: all, or those holding the part."""
+        if self.part is None:
+            return cluster_residues(graph, self.max_cluster_residues)
+        if self.part_as_one:
+            return [self.part]
+        return [c for c in cluster_residues(graph, self.max_cluster_residues)
+                if np.isin(c, self.part).any()]
 
     def _all_sites(self, sites):
         """Model sites followed by the environment's (when there is one)."""
