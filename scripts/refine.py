@@ -47,7 +47,7 @@ Common parameters (all of them: qr.refine --show-defaults):
                            X-ray: the written model's R-free stays within r
                            (default 0.005) of the start's; else the best
                            trial or the start is kept, and the log says why
-  weights.part_atoms=<n>   maps, QM: weight trials of a model over 2n atoms
+  weights.part_atoms=<n>   maps, QM: weight trials of a model over 4n atoms
                            refine a part of n atoms (default 1000; 0: whole)
   output.prefix=<name>     output file prefix (default: model name)
   output.dir=<dir>         output directory (default: current)

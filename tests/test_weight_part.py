@@ -24,7 +24,7 @@ def test_part_is_a_ball_of_whole_residues_around_the_centre():
     assert mask.sum() == 50 and mask[80:130].all()
     # never more residues than there are
     assert len(trial_part.part_residues(residues, sites, 10 ** 6)) == 20
-    assert trial_part.wanted(2001, 1000) and not trial_part.wanted(2000, 1000)
+    assert trial_part.wanted(4001, 1000) and not trial_part.wanted(4000, 1000)
     assert not trial_part.wanted(10 ** 6, 0)
 
 

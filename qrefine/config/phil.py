@@ -134,7 +134,7 @@ weights {
     .help = "What a trial's geometry metrics (Rama favored/outliers, rotamer outliers, C-beta deviations, clashscore) are compared with: previous: the previous accepted trial only; best: also the best value any accepted trial reached, so that a metric cannot slide one tolerated step at a time (1us0 helix: Rama favored 90.9 -> 81.8 -> 72.7 % all accepted with previous)."
   part_atoms = 1000
     .type = int
-    .help = "Maps, QM restraints: when the model has more than twice this many atoms, each weight trial refines only a compact part of about this many atoms (whole residues around the model's centre), the rest held still, and QM restraints are computed for that part alone (seed 000, section 2.1: a map is local, so the weight that balances fit and geometry in a part balances them in the whole); the final refinement is of the whole model. Not with qm.low_level. 0: trials refine the whole model."
+    .help = "Maps, QM restraints: when the model has more than four times this many atoms, each weight trial refines only a compact part of about this many atoms (whole residues around the model's centre), the rest held still, and QM restraints are computed for that part alone (seed 000, section 2.1: a map is local, so the weight that balances fit and geometry in a part balances them in the whole); the final refinement is of the whole model. The part's fragment holds its fragments.buffer too: on 5fn5_C (3787 atoms) a 1002-atom part made a 2894-atom fragment, hence the factor four. Not with qm.low_level. 0: trials refine the whole model."
   refine_bracket = True
     .type = bool
     .help = "Try one more weight between the last accepted and the first rejected trial."
