@@ -187,9 +187,9 @@ def comparama(start, refined, out, prefix):
     return png if os.path.exists(png) else None
 
 
-def published_runs(name):
+def published_runs(name, spec):
     """{method: (refined PDB, wall seconds or None)} of the published Q|R runs."""
-    root = os.path.join(CRYO, name, "qr3_results")
+    root = os.path.join(CRYO, os.path.dirname(spec["model"]), "qr3_results")
     runs = {}
     for label, folder in PUBLISHED_DIRS.items():
         d = os.path.join(root, folder)
@@ -258,7 +258,8 @@ def main():
             lines.append(fmt_row("%s qrefine %s" % (name, run), final,
                                  "%.0f" % summary["timings"]["total_s"], p["nproc"]))
         as_published = readme_rows(spec["readme"])
-        for label, (pdb, seconds) in published_runs(name).items():
+        printed_rows = set()
+        for label, (pdb, seconds) in published_runs(name, spec).items():
             metrics = validate_file(pdb, spec)
             res["published"][label] = dict(metrics, wall_s=seconds,
                                            cores=PUBLISHED_CORES.get(label))
@@ -268,10 +269,13 @@ def main():
                                  PUBLISHED_CORES.get(label, "")))
             printed = as_published.get(README_LABEL.get(label, ""))
             if printed:
+                printed_rows.add(README_LABEL[label])
                 lines.append(fmt_row("%s Q\\|R %s (as published)" % (name, label), printed))
-        if "cctbx_refine" in as_published:
-            lines.append(fmt_row("%s Q\\|R cctbx (as published)" % name,
-                                 as_published["cctbx_refine"]))
+        # README rows whose refined model shared/data does not hold (5ly6)
+        for label, key in list(README_LABEL.items()) + [("cctbx", "cctbx_refine")]:
+            if key in as_published and key not in printed_rows:
+                lines.append(fmt_row("%s Q\\|R %s (as published)" % (name, label),
+                                     as_published[key]))
     table = "\n".join(lines)
     print(table)
     with open(os.path.join(args.out, "cryoem_table.md"), "w") as f:

@@ -373,3 +373,37 @@ def test_clash_radii_follow_where_the_h_sit(structures, monkeypatch):
                     use_neutron_distances=True)
     assert validator.clashscore(neutron) == pytest.approx(36.21, abs=0.05)
     assert validator.clashscore(start) == pytest.approx(45.96, abs=0.05)
+
+
+
+def test_geometry_is_measured_and_refined_against_the_cdl_of_the_current_conformation(
+        structures, monkeypatch):
+    """The backbone CDL ideals follow the model's (phi, psi): the start model
+    moved onto Q|R's cctbx-tight 3j63_A coordinates gets the bond and angle
+    RMSD of that file read afresh, not those against the start's CDL; and a
+    CctbxGeometry cycle sets them for its own start sites, so its target is
+    the fresh file's."""
+    from qrefine.restraints.cctbx_geometry import CctbxGeometry
+    from qrefine.validation import validator
+    start = _read(structures, "cryo_em/3j63_A/3j63_A_box_complete.pdb")
+    tight = _read(structures, "cryo_em/3j63_A/qr3_results/cctbx_tight_refinement/"
+                              "3j63_cctbx_real_space_refined_tight.pdb")
+    assert [a.id_str() for a in start.get_hierarchy().atoms()] == \
+        [a.id_str() for a in tight.get_hierarchy().atoms()]
+    sites = np.array(tight.get_sites_cart())
+    reference = CctbxGeometry(tight)
+    reference.start_cycle(sites)
+    target = reference.value_and_gradient(sites)[0]
+    with monkeypatch.context() as m:
+        m.setattr(validator.cdl, "uses_cdl", lambda model: False)
+        frozen = CctbxGeometry(start)   # the start's CDL, never refreshed
+        frozen.start_cycle(sites)
+        assert abs(frozen.value_and_gradient(sites)[0] - target) > 1e-3 * target
+        start.set_sites_cart(tight.get_sites_cart())
+        stale = validator._geometry_rmsd(start, [])
+    restraints = CctbxGeometry(start)
+    restraints.start_cycle(sites)
+    assert restraints.value_and_gradient(sites)[0] == pytest.approx(target, rel=1e-9)
+    fresh = validator._geometry_rmsd(tight, [])
+    assert abs(stale[1] - fresh[1]) > 0.02
+    assert validator._geometry_rmsd(start, []) == pytest.approx(fresh, abs=1e-9)

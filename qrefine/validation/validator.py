@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 from scitbx.array_family import flex
 
 from qrefine.errors import QRefineError
+from qrefine.model import cdl
 from qrefine.validation.hbonds import count_backbone_hbonds
 from qrefine.validation.result import ValidationResult
 
@@ -106,12 +107,16 @@ def _call(function, **kwargs):
 
 
 def _geometry_rmsd(model, notes):
-    """Bond and angle RMSD over restraints between non-H atoms only."""
+    """Bond and angle RMSD over restraints between non-H atoms only, with
+    the CDL restraints set for the model's current (phi, psi), as a fresh
+    reading of the model would have them (:mod:`qrefine.model.cdl`)."""
     if not model.restraints_manager_available():
         notes.append("bond/angle RMSD: model has no geometry restraints")
         return None, None
     heavy = ~model.get_hd_selection()
     grm = model.get_restraints_manager().geometry
+    if cdl.uses_cdl(model):
+        cdl.refresh(grm, model.get_hierarchy())
     if heavy.count(False):
         grm = grm.select(heavy)
     energies = grm.energies_sites(sites_cart=model.get_sites_cart().select(heavy),
