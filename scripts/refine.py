@@ -40,9 +40,10 @@ Common parameters (all of them: qr.refine --show-defaults):
                            weight search, or adaptive force scaling (maps)
   labels=<F,SIGF|I>        reflection labels; r_free_flags.label=<label>
   chem_data=<dir>          cctbx chemistry data (or $QREFINE_CHEM_DATA; see qr.setup)
-  weights.gate=previous|best
-                           compare each trial with the previous one, or also
-                           with the best accepted one (stops slow slides)
+  weights.gate=best|previous
+                           compare each trial with the previous one and the
+                           best accepted one (default; stops slow slides), or
+                           with the previous one only
   weights.max_r_free_rise=<r>
                            X-ray: the written model's R-free stays within r
                            (default 0.005) of the start's; else the best

@@ -146,10 +146,11 @@ def test_best_gate_stops_a_slide_of_tolerated_steps():
                       "cc_mask": 0.5 + 0.01 * w}
 
     _, trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0, monitored=helix,
-                             refine_bracket=False).run(run_trial)
+                             refine_bracket=False, gate="previous").run(run_trial)
     assert [t.accepted for t in trials] == [True, True, True, True]   # 90.9 -> 63.6
+    # best: the default
     chosen, trials = WeightSearch([1, 2, 4, 8], "map", 0.02, 2.0, monitored=helix,
-                                  refine_bracket=False, gate="best").run(run_trial)
+                                  refine_bracket=False).run(run_trial)
     assert [t.accepted for t in trials] == [True, True, False]
     assert trials[2].reason == "rama_favored worsened 90.91 (best trial) -> 72.73"
     assert chosen.weight == 2

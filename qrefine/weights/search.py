@@ -110,7 +110,7 @@ class WeightSearch:
 
     def __init__(self, weights, kind, max_bond_rmsd, max_angle_rmsd, max_r_gap=None,
                  refine_bracket=True, monitored=None, extend_below=0, factor=2.0,
-                 gate="previous"):
+                 gate="best"):
         if gate not in ("previous", "best"):
             raise ValueError("gate must be 'previous' or 'best', not %r" % gate)
         self.gate = gate
