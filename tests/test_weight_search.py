@@ -67,7 +67,7 @@ def test_finished_trials_are_not_rerun():
 
 def test_defaults():
     assert geometric_grid(10, 2, 2, 1) == [2.5, 5, 10, 20]
-    assert default_limits(4.0) == (0.015, 1.8) and default_limits(1.5) == (0.025, 2.5)
+    assert default_limits(4.0) == (0.015, 2.0) and default_limits(1.5) == (0.025, 2.7)
     assert default_max_r_gap(4.0) == pytest.approx(0.09)
 
 

@@ -122,7 +122,7 @@ weights {
     .help = "Bond RMSD limit (A, non-H); None: 0.025 (d<=2 A), 0.02 (d<=3 A), 0.015 (lower resolution)."
   max_angle_rmsd = None
     .type = float
-    .help = "Angle RMSD limit (degrees, non-H); None: 2.5 (d<=2 A), 2.0 (d<=3 A), 1.8 (lower resolution)."
+    .help = "Angle RMSD limit (degrees, non-H); None: library restraints 2.7 (d<=2 A), 2.2 (d<=3 A), 2.0 (lower resolution), measured against the CDL of the model's own conformation; QM restraints 2.5."
   max_r_gap = None
     .type = float
     .help = "X-ray: largest acceptable R-free - R-work; None: 0.05 + 0.01 * d_min."
