@@ -133,15 +133,11 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
                                "QM fragments (qm.clustering, on by default above fragments.clustering_above "
                                "atoms) each fragment's charge comes from its residues; set "
                                "qm.clustering=false to compute the whole model")
-        return FragmentQMRestraints(
-            model, engine=params.engine, method=params.method,
-            options=engine_options(module, params.qm),
-            max_cluster_residues=params.fragments.max_cluster_residues,
-            buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
+        return _fragment_restraints(
+            model, params, module, failed_dir, reporter, nproc=params.nproc, backend=backend,
+            scheduler=scheduler, environment=environment,
             correction=params.fragments.correction,
-            correction_refresh=params.fragments.correction_refresh,
-            nproc=params.nproc, failed_dir=failed_dir, backend=backend,
-            scheduler=scheduler, reporter=reporter, environment=environment)
+            correction_refresh=params.fragments.correction_refresh)
     symbols, charge = _symbols_and_charge(model, params)
     # Electrons of the first conformer only: altlocs are not extra atoms.
     multiplicity = charges.check_multiplicity(
@@ -167,14 +163,20 @@ def build_part_restraints(model, params, part, failed_dir, reporter=None):
     backend, scheduler = check_parallel(params, clustered)
     # One fragment: computed in this process with nproc OpenMP threads
     # (limit_engine_threads) rather than by one busy worker of nproc.
+    return _fragment_restraints(
+        model, params, module, failed_dir, reporter, nproc=params.nproc if clustered else 1,
+        backend=backend if clustered else "local", scheduler=scheduler, part=part,
+        part_as_one=not clustered)
+
+
+def _fragment_restraints(model, params, module, failed_dir, reporter, **settings):
+    """FragmentQMRestraints with the engine and fragments.* of ``params``."""
     return FragmentQMRestraints(
         model, engine=params.engine, method=params.method,
         options=engine_options(module, params.qm),
         max_cluster_residues=params.fragments.max_cluster_residues,
         buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
-        nproc=params.nproc if clustered else 1, failed_dir=failed_dir,
-        backend=backend if clustered else "local", scheduler=scheduler,
-        reporter=reporter, part=part, part_as_one=not clustered)
+        failed_dir=failed_dir, reporter=reporter, **settings)
 
 
 CrystalEnvironment = collections.namedtuple("CrystalEnvironment", "environment symbols charge")
