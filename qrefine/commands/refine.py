@@ -24,7 +24,8 @@ from qrefine.model import chem_data
 from qrefine.model import io as model_io
 from qrefine.outputs import write_model
 from qrefine.refine.checkpoint import file_sha256, fingerprint
-from qrefine.refine.protocol import run_protocol
+from qrefine.refine.protocol import fits_rotamers, run_protocol
+from qrefine.refine.rotamers import fit_rotamer_outliers
 from qrefine.restraints.factory import build_part_restraints, build_restraints, expands_symmetry
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.validation import validate
@@ -172,6 +173,19 @@ def run(params, files, paths, reporter, argv=()):
     start_contacts = contacts(model) if contacts else None
     timings["validation_start_s"] = time.time() - t
 
+    rotamer_fits = None
+    if fits_rotamers(params, data):
+        t = time.time()
+        sites, rotamer_fits, kept = fit_rotamer_outliers(model, sites, data.density_at)
+        model.set_sites_cart(flex.vec3_double(sites))
+        reporter.info("rotamer outliers refitted into the map: %d (refine.fit_rotamers)"
+                      % len(rotamer_fits))
+        for f in rotamer_fits:
+            reporter.info("  " + str(f))
+        for k in kept:
+            reporter.info("  kept " + k)
+        timings["rotamer_fit_s"] = time.time() - t
+
     t = time.time()
     parameters = params_mod.as_dict(params)
     inputs = {"model": model_path, "data": data_path}
@@ -253,6 +267,7 @@ def run(params, files, paths, reporter, argv=()):
         "final": final.as_dict(),
         "macro_cycles": [c.as_dict() for c in cycles],
         "weight_search": [t.as_dict() for t in protocol.trials],
+        "rotamer_fit": None if rotamer_fits is None else [f.as_dict() for f in rotamer_fits],
         "weight_search_part": None if part is None or not protocol.trials else {
             "atoms": int(part.mask.sum()), "residues": len(part.residues),
             "qm_restraints_for_part": part.restraints is not None},

@@ -268,6 +268,9 @@ refine {
   gradient_tolerance = None
     .type = float
     .help = "L-BFGS also stops when no atom's gradient of the target exceeds this (as ASE's fmax; kcal/mol/A with restraints=qm mode=opt, where 1.0 is a tight geometry optimisation); None: only convergence_tolerance."
+  fit_rotamers = True
+    .type = bool
+    .help = "Before refining against a map, move each rotamer outlier to the rotamer (library rotamers and the start, each with chi offsets of up to 30 deg) that sits best in the map without more clashes, when it fits within 0.3 sigma of the outlier's density; L-BFGS alone cannot cross the chi barriers between rotamers.  Maps only (X-ray data and mode=opt: off)."
   max_step = None
     .type = float
     .help = "Largest displacement of any atom in one L-BFGS trial step (A); None: 0.2 with restraints=qm (engines fail on overlapping atoms), unlimited (scipy's line search) with restraints=cctbx."

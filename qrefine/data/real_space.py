@@ -141,6 +141,12 @@ class RealSpaceTarget:
         gz = np.einsum("ni,ni->n", np.einsum("nij,nj->ni", c_dz, wy), wx)
         return value, np.stack([gx, gy, gz], axis=1)
 
+    def density_at(self, sites_cart):
+        """The map's value (sigma units of the box) at each of (m, 3) sites,
+        whatever atoms they are: how rotamer fitting scores a side chain."""
+        u = np.asarray(sites_cart, dtype=float).reshape(-1, 3) @ self._to_grid.T + self._u0
+        return self._interpolate(np.clip(u, self._u_lo, self._u_hi))[0]
+
     def update(self, sites_cart):
         """Nothing to re-fit: the map is fixed and has no scale to refine."""
 

@@ -42,7 +42,7 @@ def estimate_weight(restraints, data, sites_cart, scale=1.0):
 def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100,
            tolerance=1e-5, weight=None, weight_scale=1.0, reporter=None,
            first_cycle=1, on_cycle=None, label="macro cycle", max_step=None,
-           gradient_tolerance=None):
+           gradient_tolerance=None, adjust=None):
     """Refine ``sites_cart`` and return (final sites, list of CycleRecord).
 
     ``weight=None`` re-estimates the weight each macro cycle; a number fixes it.
@@ -52,7 +52,9 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
     ``on_cycle(record, sites)`` is called after each cycle (checkpoints);
     ``max_step`` caps the displacement of any atom per L-BFGS trial step
     (see :func:`qrefine.refine.minimizer.lbfgs`), and ``gradient_tolerance`` stops
-    it when no atom's gradient of the target exceeds it.
+    it when no atom's gradient of the target exceeds it.  ``adjust(sites)``,
+    when given, returns the sites each macro cycle starts from (rotamer
+    fitting: moves L-BFGS cannot make).
     """
     sites = np.array(sites_cart, dtype=float)
     records = []
@@ -62,6 +64,8 @@ def refine(sites_cart, restraints, data=None, macro_cycles=5, max_iterations=100
         if restraints.is_dual_level:
             # Dual level: one QM call per macro cycle; it may step back.
             sites = restraints.recentre(sites, predicted)
+        if adjust is not None:
+            sites = adjust(sites)
         # Library restraints: state set from this cycle's start sites only,
         # so a resumed run repeats an uninterrupted one bit for bit.
         restraints.start_cycle(sites)

@@ -20,6 +20,7 @@ from qrefine.errors import QRefineError
 from qrefine.log import ProgressOnly
 from qrefine.refine.checkpoint import Checkpoint
 from qrefine.refine.macro_cycles import CycleRecord, estimate_weight, refine
+from qrefine.refine.rotamers import fit_rotamer_outliers
 from qrefine.validation import NOT_GATING, clashscore, validate
 from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
 from qrefine.weights.initial import DEFAULT_SCALE
@@ -93,6 +94,9 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
                   max_step=max_step(params),
                   gradient_tolerance=gradient_tolerance(params))
     result = ProtocolResult(sites=sites0, cycles=[])
+    final_adjust = None
+    if fits_rotamers(params, target_data):
+        final_adjust = _rotamer_fitter(model, target_data, reporter)
     if params.weights.protocol == "adaptive" and target_data is not None:
         return _adaptive(model, sites0, restraints, target_data, params, scale, ck,
                          reporter, common, result, start_metrics), ck
@@ -138,7 +142,7 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
                            macro_cycles=(params.qm.low_level_cycles if dual
                                          else params.refine.macro_cycles), weight=weight,
                            weight_scale=scale, first_cycle=first_cycle, on_cycle=save_cycle,
-                           **common)
+                           **dict(common, adjust=final_adjust))
     result.sites = sites
     result.cycles += cycles
     if target_data is not None and target_data.kind == "reflections" \
@@ -323,6 +327,26 @@ def _adaptive(model, sites0, restraints, data, params, scale, ck, reporter, comm
         result.chosen_weight = accepted[-1].k
     result.cycles = [s.record for s in accepted]
     return result
+
+
+def fits_rotamers(params, data):
+    """Rotamer outliers are refitted (:mod:`qrefine.refine.rotamers`) when
+    asked, in a refinement against a map: the fit needs density anywhere."""
+    return bool(params.refine.fit_rotamers and params.mode == "refine" and data is not None
+                and hasattr(data, "density_at"))
+
+
+def _rotamer_fitter(model, data, reporter):
+    """adjust(sites) for :func:`refine`: rotamer outliers refitted at the
+    start of each macro cycle (the map pulls a fitted side chain back into
+    an outlier within a cycle or two otherwise: 3j63_A, LEU A12)."""
+    def adjust(sites):
+        new, fitted, _ = fit_rotamer_outliers(model, sites, data.density_at)
+        if fitted and reporter is not None:
+            reporter.info("  rotamer outliers refitted: %s"
+                          % ", ".join(f.residue for f in fitted))
+        return new
+    return adjust
 
 
 def _search(model, sites0, restraints, data, params, scale, ck, reporter, common, part=None):

@@ -196,10 +196,19 @@ def _rama_z_db():
     return _CACHE["rama_z"]
 
 
-def _rotamer_evaluator():
+def rotamer_evaluator():
+    """mmtbx's Top8000 rotamer evaluator, loaded once per process."""
     if "rotamer_eval" not in _CACHE:
-        _CACHE["rotamer_eval"] = _ROTAMER_EVAL(data_version="8000")
-    evaluator = _CACHE["rotamer_eval"]
+        try:
+            _CACHE["rotamer_eval"] = _ROTAMER_EVAL(data_version="8000")
+        except Sorry as e:
+            raise QRefineError("rotamer data could not be loaded (%s); install the chemistry "
+                               "data with qr.setup" % str(e).strip().splitlines()[0])
+    return _CACHE["rotamer_eval"]
+
+
+def _rotamer_evaluator():
+    evaluator = rotamer_evaluator()
 
     def factory(data_version="8000", **kwargs):
         assert data_version == "8000" and not kwargs, (data_version, kwargs)
@@ -208,11 +217,7 @@ def _rotamer_evaluator():
 
 
 def _rotamer_outliers(hierarchy, result):
-    try:
-        factory = _rotamer_evaluator()
-    except Sorry as e:
-        raise QRefineError("rotamer data could not be loaded (%s); install the chemistry "
-                           "data with qr.setup" % str(e).strip().splitlines()[0])
+    factory = _rotamer_evaluator()
     with _swapped(rotamer_eval, "RotamerEval", factory):
         rota = _call(rotalyze, pdb_hierarchy=hierarchy, outliers_only=False)
     if rota.n_total:

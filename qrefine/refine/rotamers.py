@@ -1,0 +1,301 @@
+"""Rotamer outliers refitted into the map before refinement.
+
+L-BFGS moves a side chain only downhill, so a rotamer outlier stays an
+outlier: between it and a good rotamer lie eclipsed chi angles that every
+restraint source, library or QM, makes a barrier.  Phenix's real-space
+refinement fits rotamers for this reason, and the published 3j63_A models
+show it: every run of the paper keeps the start's rotamer outliers.
+
+Here each rotamer outlier (Top8000 score < 0.3 %, MolProbity's line) of a
+single-conformer residue is replaced by the candidate rotamer of the
+monomer library (fine sampling) that fits the map best, if that candidate
+is not itself an outlier, does not clash more than the start, and sits in
+at least as much density as the start less ``DENSITY_TOLERANCE``.  The
+candidate moves every atom beyond each chi bond, H included, rigidly, so
+bond lengths and angles stay as they were; the refinement that follows
+settles the rest.  Only maps: the density is the map value at the side
+chain's heavy atoms (sigma units of the box, cubic B-spline).
+"""
+
+import itertools
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scitbx.array_family import flex
+
+from qrefine.validation.validator import rotamer_evaluator
+
+OUTLIER = 0.003      # MolProbity's Top8000 rotamer outlier line
+FAVORED = 0.02       # and its favored line
+# sigma the fitted side chain may sit lower in the map than the outlier did:
+# at 3-4 A a side chain's density is weak (0.5-2 sigma on 3j63_A), and the
+# outlier is often the model of noise.
+DENSITY_TOLERANCE = 0.3
+# an atom pair overlapping by more than this (A, crude radii) is a clash
+CLASH_OVERLAP = 0.5
+CLASH_PENALTY = 0.5  # sigma of density one clash is worth
+FAVORED_BONUS = 0.2  # sigma of density a favored (not only allowed) rotamer is worth
+_RADII = {"H": 1.0, "C": 1.7, "N": 1.55, "O": 1.52, "S": 1.8}
+_BACKBONE = {"N", "CA", "C", "O", "CB", "H", "HA", "HA2", "HA3", "OXT", "H1", "H2", "H3"}
+
+
+class RotamerFit(object):
+    """One refitted residue."""
+
+    def __init__(self, residue, score_before, score_after, density_before, density_after,
+                 clashes_before, clashes_after):
+        self.residue = residue
+        self.score_before, self.score_after = score_before, score_after
+        self.density_before, self.density_after = density_before, density_after
+        self.clashes_before, self.clashes_after = clashes_before, clashes_after
+
+    def as_dict(self):
+        return {"residue": self.residue,
+                "rotamer_score_before": round(self.score_before, 4),
+                "rotamer_score_after": round(self.score_after, 4),
+                "density_before": round(self.density_before, 3),
+                "density_after": round(self.density_after, 3),
+                "clashes_before": self.clashes_before, "clashes_after": self.clashes_after}
+
+    def __str__(self):
+        return ("%s: rotamer score %.1f%% -> %.1f%%, side-chain density %.2f -> %.2f sigma, "
+                "clashes %d -> %d" % (self.residue, 100 * self.score_before,
+                                      100 * self.score_after, self.density_before,
+                                      self.density_after, self.clashes_before,
+                                      self.clashes_after))
+
+
+def fit_rotamer_outliers(model, sites, density_at):
+    """(new sites, [RotamerFit], [residues left as outliers, with why]).
+
+    ``sites``: (n, 3) Cartesian sites of ``model``'s atoms; ``density_at``:
+    a function of (m, 3) sites giving the map value at each.  The model is
+    not changed.
+    """
+    evaluator = rotamer_evaluator()
+    hierarchy = model.get_hierarchy().deep_copy()
+    atoms = hierarchy.atoms()
+    atoms.set_xyz(flex.vec3_double(np.asarray(sites, dtype=float)))
+    xyz = np.array(sites, dtype=float)
+    elements = [a.element.strip().upper() or a.name.strip()[:1] for a in atoms]
+    radii = np.array([_RADII.get(e, 1.7) for e in elements])
+    polar_h = _polar_hydrogens(hierarchy, elements)
+    tree = cKDTree(xyz)
+    fitted, kept = [], []
+    for rg in hierarchy.residue_groups():
+        if len(rg.atom_groups()) != 1:
+            continue
+        residue = rg.atom_groups()[0]
+        name = residue.resname.strip().upper()
+        if name in ("GLY", "ALA", "PRO"):
+            continue
+        score = _score(evaluator, residue)
+        if score is None or score >= OUTLIER:
+            continue
+        label = "%s %s%s" % (name, rg.parent().id.strip(), rg.resid().strip())
+        chis = _ChiTorsions(evaluator, residue, elements)
+        if not chis.ok:
+            kept.append("%s: its chi angles cannot be set (atoms missing)" % label)
+            continue
+        index = chis.index
+        side = np.zeros(len(index), dtype=bool)
+        side[list(chis.moved_by[0])] = True
+        moving = side & np.array([elements[i] != "H" for i in index])
+        start = xyz[index].copy()
+
+        def judge(candidate):
+            d = float(np.mean(density_at(candidate[moving])))
+            c = int(_clash_counts(candidate[None, side], index[side], index, tree, radii,
+                                  elements, polar_h)[0])
+            return d, c, d - CLASH_PENALTY * c
+
+        d0, c0, _ = judge(start)
+        found = chis.candidates(evaluator, name)
+        best = None
+        if found:
+            values = np.array([v for v, _ in found])
+            stack = np.array([chis.set(start, angles) for _, angles in found])
+            d = np.array([float(x) for x in
+                          density_at(stack[:, moving].reshape(-1, 3))
+                          .reshape(len(found), -1).mean(axis=1)])
+            c = _clash_counts(stack[:, side], index[side], index, tree, radii, elements,
+                              polar_h)
+            key = d - CLASH_PENALTY * c + np.where(values >= FAVORED, FAVORED_BONUS, 0.0)
+            k = int(np.argmax(key))
+            best = (key[k], values[k], float(d[k]), int(c[k]), stack[k])
+        if best is None:
+            kept.append("%s: no rotamer that is not an outlier" % label)
+            continue
+        _, value, d, c, candidate = best
+        if c > c0 or d < d0 - DENSITY_TOLERANCE:
+            kept.append("%s: the best rotamer fits worse (density %.2f -> %.2f sigma, "
+                        "clashes %d -> %d)" % (label, d0, d, c0, c))
+            continue
+        xyz[index] = candidate
+        tree = cKDTree(xyz)
+        fitted.append(RotamerFit(label, score, value, d0, d, c0, c))
+    return xyz, fitted, kept
+
+
+# chi offsets (degrees) tried around each library rotamer and the start: the
+# map, not the library's mean, decides where in the rotamer's well a side
+# chain sits.  Only chi1 and chi2, which move the most atoms furthest (with
+# chi3 and chi4 too a lysine had 13,000 candidates).
+_OFFSETS_NEAR = (-30.0, -15.0, 0.0, 15.0, 30.0)
+_OFFSETS_FAR = (-15.0, 0.0, 15.0)
+
+
+class _ChiTorsions(object):
+    """The chi angles of one residue: which atoms each turns, and how to set
+    them (rigid rotations about the chi bonds, bond geometry unchanged)."""
+
+    def __init__(self, evaluator, residue, elements):
+        self.residue = residue
+        self.index = np.array(residue.atoms().extract_i_seq(), dtype=int)
+        names = [a.name.strip() for a in residue.atoms()]
+        where = dict((n, k) for k, n in enumerate(names))
+        xyz = residue.atoms().extract_xyz().as_numpy_array()
+        aa = residue.resname.strip().lower()
+        aa = "met" if aa == "mse" else aa
+        angles = evaluator.sidechain_angles
+        self.torsions, self.moved_by, self.ok = [], [], True
+        bonds = _bonds(xyz, [elements[i] for i in self.index])
+        for angle in angles.anglesForAA.get(aa, []):
+            if not angle.startswith("chi"):
+                continue
+            four = [n.strip() for n in angles.atomsForAngle[aa + "." + angle]]
+            if not all(n in where for n in four):
+                self.ok = False
+                return
+            k = [where[n] for n in four]
+            self.torsions.append(k)
+            self.moved_by.append(_beyond(bonds, k[1], k[2]))
+        self.ok = bool(self.torsions)
+
+    def measure(self, xyz):
+        return [_dihedral(*xyz[k]) for k in self.torsions]
+
+    def set(self, start, angles):
+        """Sites of the residue with its chis at ``angles`` (degrees)."""
+        xyz = start.copy()
+        for (a, b, c, d), moved, target in zip(self.torsions, self.moved_by, angles):
+            delta = np.radians(target - _dihedral(*xyz[[a, b, c, d]]))
+            axis = xyz[c] - xyz[b]
+            axis /= np.linalg.norm(axis)
+            m = np.array(sorted(moved), dtype=int)
+            xyz[m] = _rotate(xyz[m] - xyz[c], axis, delta) + xyz[c]
+        return xyz
+
+    def candidates(self, evaluator, name):
+        """[(Top8000 score, chis)] not outliers: library rotamers and the
+        start, each with offsets."""
+        aa = "met" if name.lower() == "mse" else name.lower()
+        bases = list((evaluator.sidechain_angles.get_rotamers(aa) or {}).values())
+        bases.append(self.measure(self.residue.atoms().extract_xyz().as_numpy_array()))
+        n = len(self.torsions)
+        grids = [_OFFSETS_NEAR if k < 2 else _OFFSETS_FAR for k in range(n)]
+        seen, out = set(), []
+        for base in bases:
+            base = list(base)[:n]
+            if len(base) < n:
+                continue
+            for offsets in _product(grids):
+                angles = [((b + o + 180.0) % 360.0) - 180.0 for b, o in zip(base, offsets)]
+                key = tuple(int(round(a / 5.0)) for a in angles)
+                if key in seen:
+                    continue
+                seen.add(key)
+                value = evaluator.evaluate(aa, angles)
+                if value is not None and value >= OUTLIER:
+                    out.append((value, angles))
+        return out
+
+
+def _product(grids):
+    return itertools.product(*grids)
+
+
+def _bonds(xyz, elements):
+    """Intra-residue covalent bonds by distance (1.9 A, 1.3 A with an H)."""
+    d = np.linalg.norm(xyz[:, None] - xyz[None], axis=2)
+    h = np.array([e == "H" for e in elements])
+    limit = np.where(h[:, None] | h[None], 1.3, 1.9)
+    np.fill_diagonal(d, np.inf)
+    return [set(np.flatnonzero(row < lim).tolist()) for row, lim in zip(d, limit)]
+
+
+def _beyond(bonds, b, c):
+    """Atoms reached from c without passing b: what turning b-c moves."""
+    seen, todo = {c}, [c]
+    while todo:
+        for n in bonds[todo.pop()]:
+            if n != b and n not in seen:
+                seen.add(n)
+                todo.append(n)
+    seen.discard(c)
+    return seen
+
+
+def _dihedral(p0, p1, p2, p3):
+    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
+    b1 = b1 / np.linalg.norm(b1)
+    v = b0 - np.dot(b0, b1) * b1
+    w = b2 - np.dot(b2, b1) * b1
+    return float(np.degrees(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w))))
+
+
+def _rotate(vectors, axis, angle):
+    """Rodrigues rotation of (m, 3) vectors about a unit axis."""
+    c, s = np.cos(angle), np.sin(angle)
+    return (vectors * c + np.cross(axis, vectors) * s
+            + np.outer(vectors @ axis, axis) * (1.0 - c))
+
+
+def _score(evaluator, residue):
+    """Top8000 rotamer score (0..1) of ``residue``, None where it has none."""
+    name = residue.resname.strip().lower()
+    if name == "mse":
+        name = "met"
+    try:
+        chis = evaluator.chi_angles(residue)
+        if chis is None or None in chis:
+            return None
+        return evaluator.evaluate(name, chis)
+    except Exception:  # incomplete side chain: nothing to score
+        return None
+
+
+def _polar_hydrogens(hierarchy, elements):
+    """Mask of H bonded (within 1.2 A) to N or O: their contacts with N/O
+    acceptors are H-bonds, not clashes."""
+    xyz = hierarchy.atoms().extract_xyz().as_numpy_array()
+    is_h = np.array([e == "H" for e in elements])
+    is_no = np.array([e in ("N", "O") for e in elements])
+    mask = np.zeros(len(xyz), dtype=bool)
+    if is_h.any() and is_no.any():
+        tree = cKDTree(xyz[is_no])
+        d, _ = tree.query(xyz[is_h], distance_upper_bound=1.2)
+        mask[np.flatnonzero(is_h)[np.isfinite(d)]] = True
+    return mask
+
+
+_NEIGHBOURS = 40     # atoms within 3.6 A of a side-chain atom, its own residue's included
+
+
+def _clash_counts(stack, index, residue, tree, radii, elements, polar_h):
+    """For each of (K, m, 3) candidate sites of the side-chain atoms
+    ``index``: the pairs with an atom outside ``residue`` that overlap by
+    more than CLASH_OVERLAP (crude radii; polar H to N/O, an H-bond,
+    excepted down to 1.6 A)."""
+    k, m = stack.shape[:2]
+    d, j = tree.query(stack.reshape(-1, 3), k=_NEIGHBOURS, distance_upper_bound=3.6)
+    n = len(radii)
+    ok = j < n
+    j = np.where(ok, j, 0)
+    i = np.repeat(np.tile(index, k), _NEIGHBOURS).reshape(-1, _NEIGHBOURS)
+    ok &= ~np.isin(j, residue)
+    ok &= radii[i] + radii[j] - d > CLASH_OVERLAP
+    is_no = np.array([e in ("N", "O") for e in elements])
+    hbond = ((polar_h[i] & is_no[j]) | (polar_h[j] & is_no[i])) & (d > 1.6)
+    ok &= ~hbond
+    return ok.reshape(k, m * _NEIGHBOURS).sum(axis=1)
