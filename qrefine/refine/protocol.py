@@ -143,6 +143,14 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
                                          else params.refine.macro_cycles), weight=weight,
                            weight_scale=scale, first_cycle=first_cycle, on_cycle=save_cycle,
                            **dict(common, adjust=final_adjust))
+    if final_adjust is not None:
+        # The last cycle's map gradient pulls some fitted side chains back
+        # into outliers (3j63_A: two of four); a last rigid fit keeps the
+        # bond geometry the cycle left.
+        sites, fitted, _ = fit_rotamer_outliers(model, sites, target_data.density_at)
+        if fitted:
+            reporter.info("  rotamer outliers refitted after the last macro cycle: %s"
+                          % ", ".join(f.residue for f in fitted))
     result.sites = sites
     result.cycles += cycles
     if target_data is not None and target_data.kind == "reflections" \

@@ -31,11 +31,13 @@ FAVORED = 0.02       # and its favored line
 # at 3-4 A a side chain's density is weak (0.5-2 sigma on 3j63_A), and the
 # outlier is often the model of noise.
 DENSITY_TOLERANCE = 0.3
-# an atom pair overlapping by more than this (A, crude radii) is a clash
-CLASH_OVERLAP = 0.5
+# an atom pair overlapping by more than this (A) is a clash; radii near
+# probe2's (H at nuclear distances 1.17, O 1.40), so that what the fit calls
+# clash-free, the clashscore does too
+CLASH_OVERLAP = 0.4  # MolProbity's clash line
 CLASH_PENALTY = 0.5  # sigma of density one clash is worth
 FAVORED_BONUS = 0.2  # sigma of density a favored (not only allowed) rotamer is worth
-_RADII = {"H": 1.0, "C": 1.7, "N": 1.55, "O": 1.52, "S": 1.8}
+_RADII = {"H": 1.17, "C": 1.7, "N": 1.55, "O": 1.4, "S": 1.8}
 _BACKBONE = {"N", "CA", "C", "O", "CB", "H", "HA", "HA2", "HA3", "OXT", "H1", "H2", "H3"}
 
 
@@ -101,36 +103,39 @@ def fit_rotamer_outliers(model, sites, density_at):
         side = np.zeros(len(index), dtype=bool)
         side[list(chis.moved_by[0])] = True
         moving = side & np.array([elements[i] != "H" for i in index])
+        # own atoms a side-chain atom can clash with (probe2: MET SD against
+        # its own C and O): not side chain, more than three bonds away
+        intra = (chis.hops[side] > 3) & ~side[None, :]
         start = xyz[index].copy()
 
         def judge(candidate):
             d = float(np.mean(density_at(candidate[moving])))
             c = int(_clash_counts(candidate[None, side], index[side], index, tree, radii,
-                                  elements, polar_h)[0])
+                                  elements, polar_h, intra)[0])
             return d, c, d - CLASH_PENALTY * c
 
         d0, c0, _ = judge(start)
         found = chis.candidates(evaluator, name)
-        best = None
-        if found:
-            values = np.array([v for v, _ in found])
-            stack = np.array([chis.set(start, angles) for _, angles in found])
-            d = np.array([float(x) for x in
-                          density_at(stack[:, moving].reshape(-1, 3))
-                          .reshape(len(found), -1).mean(axis=1)])
-            c = _clash_counts(stack[:, side], index[side], index, tree, radii, elements,
-                              polar_h)
-            key = d - CLASH_PENALTY * c + np.where(values >= FAVORED, FAVORED_BONUS, 0.0)
-            k = int(np.argmax(key))
-            best = (key[k], values[k], float(d[k]), int(c[k]), stack[k])
-        if best is None:
+        if not found:
             kept.append("%s: no rotamer that is not an outlier" % label)
             continue
-        _, value, d, c, candidate = best
-        if c > c0 or d < d0 - DENSITY_TOLERANCE:
+        values = np.array([v for v, _ in found])
+        stack = np.array([chis.set(start, angles) for _, angles in found])
+        d = density_at(stack[:, moving].reshape(-1, 3)).reshape(len(found), -1).mean(axis=1)
+        c = _clash_counts(stack[:, side], index[side], index, tree, radii, elements,
+                          polar_h, intra)
+        key = d - CLASH_PENALTY * c + np.where(values >= FAVORED, FAVORED_BONUS, 0.0)
+        # the best of the candidates that clash no more than the outlier and
+        # sit in no less density than it, less the tolerance
+        acceptable = (c <= c0) & (d >= d0 - DENSITY_TOLERANCE)
+        if not acceptable.any():
+            k = int(np.argmax(key))
             kept.append("%s: the best rotamer fits worse (density %.2f -> %.2f sigma, "
-                        "clashes %d -> %d)" % (label, d0, d, c0, c))
+                        "clashes %d -> %d)" % (label, d0, d[k], c0, c[k]))
             continue
+        k = int(np.argmax(np.where(acceptable, key, -np.inf)))
+        value, candidate = float(values[k]), stack[k]
+        d, c = float(d[k]), int(c[k])
         xyz[index] = candidate
         tree = cKDTree(xyz)
         fitted.append(RotamerFit(label, score, value, d0, d, c0, c))
@@ -160,14 +165,17 @@ class _ChiTorsions(object):
         angles = evaluator.sidechain_angles
         self.torsions, self.moved_by, self.ok = [], [], True
         bonds = _bonds(xyz, [elements[i] for i in self.index])
+        self.hops = _hops(bonds)
         for angle in angles.anglesForAA.get(aa, []):
             if not angle.startswith("chi"):
                 continue
-            four = [n.strip() for n in angles.atomsForAngle[aa + "." + angle]]
-            if not all(n in where for n in four):
+            # a name may list alternatives: " SD ;SD  " (MET)
+            four = [[n.strip() for n in spec.split(";") if n.strip() in where]
+                    for spec in angles.atomsForAngle[aa + "." + angle]]
+            if not all(four):
                 self.ok = False
                 return
-            k = [where[n] for n in four]
+            k = [where[n[0]] for n in four]
             self.torsions.append(k)
             self.moved_by.append(_beyond(bonds, k[1], k[2]))
         self.ok = bool(self.torsions)
@@ -222,6 +230,20 @@ def _bonds(xyz, elements):
     limit = np.where(h[:, None] | h[None], 1.3, 1.9)
     np.fill_diagonal(d, np.inf)
     return [set(np.flatnonzero(row < lim).tolist()) for row, lim in zip(d, limit)]
+
+
+def _hops(bonds):
+    """(n, n) bonds on the shortest path between two atoms (n + 1: none)."""
+    n = len(bonds)
+    hops = np.full((n, n), n + 1, dtype=int)
+    for a in range(n):
+        hops[a, a], shell, depth = 0, [a], 0
+        while shell:
+            depth += 1
+            shell = [b for s in shell for b in bonds[s] if hops[a, b] > depth]
+            for b in shell:
+                hops[a, b] = depth
+    return hops
 
 
 def _beyond(bonds, b, c):
@@ -282,18 +304,22 @@ def _polar_hydrogens(hierarchy, elements):
 _NEIGHBOURS = 40     # atoms within 3.6 A of a side-chain atom, its own residue's included
 
 
-def _clash_counts(stack, index, residue, tree, radii, elements, polar_h):
+def _clash_counts(stack, index, residue, tree, radii, elements, polar_h, intra):
     """For each of (K, m, 3) candidate sites of the side-chain atoms
-    ``index``: the pairs with an atom outside ``residue`` that overlap by
-    more than CLASH_OVERLAP (crude radii; polar H to N/O, an H-bond,
-    excepted down to 1.6 A)."""
+    ``index``: the pairs that overlap by more than CLASH_OVERLAP (polar H to
+    N/O, an H-bond, excepted down to 1.6 A), with an atom outside
+    ``residue`` or one of its own that ``intra`` (m, len(residue)) allows."""
     k, m = stack.shape[:2]
+    local = np.full(len(radii), -1)
+    local[residue] = np.arange(len(residue))
     d, j = tree.query(stack.reshape(-1, 3), k=_NEIGHBOURS, distance_upper_bound=3.6)
     n = len(radii)
     ok = j < n
     j = np.where(ok, j, 0)
     i = np.repeat(np.tile(index, k), _NEIGHBOURS).reshape(-1, _NEIGHBOURS)
-    ok &= ~np.isin(j, residue)
+    pos = np.repeat(np.tile(np.arange(m), k), _NEIGHBOURS).reshape(-1, _NEIGHBOURS)
+    own = local[j] >= 0
+    ok &= ~own | intra[pos, np.where(own, local[j], 0)]
     ok &= radii[i] + radii[j] - d > CLASH_OVERLAP
     is_no = np.array([e in ("N", "O") for e in elements])
     hbond = ((polar_h[i] & is_no[j]) | (polar_h[j] & is_no[i])) & (d > 1.6)
