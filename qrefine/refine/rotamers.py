@@ -120,7 +120,7 @@ def fit_rotamer_outliers(model, sites, density_at):
             kept.append("%s: no rotamer that is not an outlier" % label)
             continue
         values = np.array([v for v, _ in found])
-        stack = np.array([chis.set(start, angles) for _, angles in found])
+        stack = chis.set_many(start, [angles for _, angles in found])
         d = density_at(stack[:, moving].reshape(-1, 3)).reshape(len(found), -1).mean(axis=1)
         c = _clash_counts(stack[:, side], index[side], index, tree, radii, elements,
                           polar_h, intra)
@@ -185,13 +185,25 @@ class _ChiTorsions(object):
 
     def set(self, start, angles):
         """Sites of the residue with its chis at ``angles`` (degrees)."""
-        xyz = start.copy()
-        for (a, b, c, d), moved, target in zip(self.torsions, self.moved_by, angles):
-            delta = np.radians(target - _dihedral(*xyz[[a, b, c, d]]))
-            axis = xyz[c] - xyz[b]
-            axis /= np.linalg.norm(axis)
+        return self.set_many(start, [angles])[0]
+
+    def set_many(self, start, angles):
+        """(K, n, 3) sites of the residue, one copy per row of ``angles``
+        (K chi sets, degrees); all K turned at once, chi by chi."""
+        angles = np.asarray(angles, dtype=float).reshape(len(angles), -1)
+        xyz = np.repeat(start[None], len(angles), axis=0)
+        for t, ((a, b, c, d), moved) in enumerate(zip(self.torsions, self.moved_by)):
+            delta = np.radians(angles[:, t] - _dihedrals(xyz[:, a], xyz[:, b], xyz[:, c],
+                                                         xyz[:, d]))
+            axis = xyz[:, c] - xyz[:, b]
+            axis /= np.linalg.norm(axis, axis=1)[:, None]
             m = np.array(sorted(moved), dtype=int)
-            xyz[m] = _rotate(xyz[m] - xyz[c], axis, delta) + xyz[c]
+            v = xyz[:, m] - xyz[:, c][:, None]
+            cos, sin = np.cos(delta)[:, None, None], np.sin(delta)[:, None, None]
+            k = axis[:, None, :]
+            xyz[:, m] = (v * cos + np.cross(k, v) * sin
+                         + k * (v * k).sum(axis=2)[:, :, None] * (1.0 - cos)
+                         + xyz[:, c][:, None])
         return xyz
 
     def candidates(self, evaluator, name):
@@ -258,19 +270,17 @@ def _beyond(bonds, b, c):
     return seen
 
 
-def _dihedral(p0, p1, p2, p3):
+def _dihedrals(p0, p1, p2, p3):
+    """Dihedral angles (degrees) of (K, 3) point sets."""
     b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
-    b1 = b1 / np.linalg.norm(b1)
-    v = b0 - np.dot(b0, b1) * b1
-    w = b2 - np.dot(b2, b1) * b1
-    return float(np.degrees(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w))))
+    b1 = b1 / np.linalg.norm(b1, axis=-1)[..., None]
+    v = b0 - (b0 * b1).sum(-1)[..., None] * b1
+    w = b2 - (b2 * b1).sum(-1)[..., None] * b1
+    return np.degrees(np.arctan2((np.cross(b1, v) * w).sum(-1), (v * w).sum(-1)))
 
 
-def _rotate(vectors, axis, angle):
-    """Rodrigues rotation of (m, 3) vectors about a unit axis."""
-    c, s = np.cos(angle), np.sin(angle)
-    return (vectors * c + np.cross(axis, vectors) * s
-            + np.outer(vectors @ axis, axis) * (1.0 - c))
+def _dihedral(p0, p1, p2, p3):
+    return float(_dihedrals(p0, p1, p2, p3))
 
 
 def _score(evaluator, residue):
