@@ -98,3 +98,37 @@ def test_fitting_is_for_map_refinements_only():
     assert not fits_rotamers(params(mode="opt"), Map())
     assert not fits_rotamers(params(), None)
     assert not fits_rotamers(params(), object())  # reflections: no density anywhere
+
+
+def test_a_side_chain_clashing_with_its_own_backbone_is_counted(em):
+    """MET SD turned into its own carbonyl: probe2 calls that a clash, and so
+    must the fit (a MET A81 fit once put SD 0.76 A into its own C)."""
+    from scipy.spatial import cKDTree
+    from qrefine.refine.rotamers import _RADII, _ChiTorsions, _clash_counts, _polar_hydrogens
+    from qrefine.validation.validator import rotamer_evaluator
+    model, _ = em
+    h = model.get_hierarchy()
+    xyz = model.get_sites_cart().as_numpy_array()
+    elements = [a.element.strip().upper() for a in h.atoms()]
+    met = [rg.atom_groups()[0] for rg in h.residue_groups() if rg.resseq.strip() == "81"][0]
+    chis = _ChiTorsions(rotamer_evaluator(), met, elements)
+    names = [a.name.strip() for a in met.atoms()]
+    sd, c = names.index("SD"), names.index("C")
+    start = xyz[chis.index]
+    grid = [(a, b, 180.0) for a in range(-180, 180, 10) for b in range(-180, 180, 10)]
+    stack = chis.set_many(start, grid)
+    closest = int(np.argmin(np.linalg.norm(stack[:, sd] - stack[:, c], axis=1)))
+    assert np.linalg.norm(stack[closest, sd] - stack[closest, c]) < 3.0  # 1.8 + 1.7 - 0.4 = 3.1
+    side = np.zeros(len(names), dtype=bool)
+    side[list(chis.moved_by[0])] = True
+    radii = np.array([_RADII.get(e, 1.7) for e in elements])
+    polar = _polar_hydrogens(h, elements)
+    tree = cKDTree(xyz)
+    sites = stack[[closest]][:, side]
+    intra = (chis.hops[side] > 3) & ~side[None, :]
+    with_own = _clash_counts(sites, chis.index[side], chis.index, tree, radii, elements,
+                             polar, intra)[0]
+    without = _clash_counts(sites, chis.index[side], chis.index, tree, radii, elements,
+                            polar, np.zeros_like(intra))[0]
+    assert with_own > without
+    assert chis.hops[sd, c] == 4  # SD-CG-CB-CA-C
