@@ -274,6 +274,7 @@ def run(params, files, paths, reporter, argv=()):
         "adaptive": [a.as_dict() for a in protocol.adaptive],
         "chosen_weight": protocol.chosen_weight,
         "fit_guard": protocol.fit_guard,
+        "geometry_guard": protocol.geometry_guard,
         "fragments": fragments,
         "symmetry": symmetry,
         "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
