@@ -1,4 +1,4 @@
-"""Rotamer outliers refitted into the map before refinement.
+"""Rotamer outliers refitted into the map.
 
 L-BFGS moves a side chain only downhill, so a rotamer outlier stays an
 outlier: between it and a good rotamer lie eclipsed chi angles that every
@@ -7,14 +7,16 @@ refinement fits rotamers for this reason, and the published 3j63_A models
 show it: every run of the paper keeps the start's rotamer outliers.
 
 Here each rotamer outlier (Top8000 score < 0.3 %, MolProbity's line) of a
-single-conformer residue is replaced by the candidate rotamer of the
-monomer library (fine sampling) that fits the map best, if that candidate
-is not itself an outlier, does not clash more than the start, and sits in
-at least as much density as the start less ``DENSITY_TOLERANCE``.  The
-candidate moves every atom beyond each chi bond, H included, rigidly, so
-bond lengths and angles stay as they were; the refinement that follows
-settles the rest.  Only maps: the density is the map value at the side
-chain's heavy atoms (sigma units of the box, cubic B-spline).
+single-conformer residue is turned to the candidate that fits the map best
+among those that are not outliers, clash no more than the outlier (with
+other residues and with its own backbone) and sit in at least the
+outlier's density less ``DENSITY_TOLERANCE``.  Candidates: the Top8000
+rotamers of mmtbx's side-chain table and the start's chis, each with chi1
+and chi2 offsets of up to 30 degrees.  A candidate turns every atom beyond
+each chi bond, H included, rigidly, so bond lengths and angles stay as they
+were; the refinement that follows settles the rest.  Only maps: the
+density is the map value at the side chain's heavy atoms (sigma units of
+the box, cubic B-spline).
 """
 
 import itertools
@@ -108,13 +110,9 @@ def fit_rotamer_outliers(model, sites, density_at):
         intra = (chis.hops[side] > 3) & ~side[None, :]
         start = xyz[index].copy()
 
-        def judge(candidate):
-            d = float(np.mean(density_at(candidate[moving])))
-            c = int(_clash_counts(candidate[None, side], index[side], index, tree, radii,
-                                  elements, polar_h, intra)[0])
-            return d, c, d - CLASH_PENALTY * c
-
-        d0, c0, _ = judge(start)
+        d0 = float(np.mean(density_at(start[moving])))
+        c0 = int(_clash_counts(start[None, side], index[side], index, tree, radii, elements,
+                               polar_h, intra)[0])
         found = chis.candidates(evaluator, name)
         if not found:
             kept.append("%s: no rotamer that is not an outlier" % label)
