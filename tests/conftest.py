@@ -44,6 +44,18 @@ def helix_model(structures):
                       make_restraints=False)
 
 
+@pytest.fixture(scope="module")
+def map_3j63(structures):
+    """(3j63_A with restraints, its map's RealSpaceTarget at 3.8 A); a module
+    may move the model's sites only if it puts them back."""
+    from qrefine.data.maps import read_map
+    from qrefine.data.real_space import RealSpaceTarget
+    from qrefine.model.io import read_model
+    d = os.path.join(structures, "cryo_em", "3j63_A")
+    model = read_model(os.path.join(d, "3j63_A_box_complete.pdb"))
+    return model, RealSpaceTarget(model, read_map(os.path.join(d, "3j63_A_box.ccp4")), 3.8)
+
+
 # --- slow tests run last ------------------------------------------------------
 
 def pytest_configure(config):

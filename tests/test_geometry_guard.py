@@ -1,23 +1,12 @@
 """Maps: the final macro cycles may not undo the chosen trial's geometry
 (qrefine.refine.protocol._guard_geometry)."""
 
-import os
 from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.usefixtures("test_data")
-
-
-@pytest.fixture(scope="module")
-def em(structures):
-    from qrefine.data.maps import read_map
-    from qrefine.data.real_space import RealSpaceTarget
-    from qrefine.model.io import read_model
-    d = os.path.join(structures, "cryo_em", "3j63_A")
-    model = read_model(os.path.join(d, "3j63_A_box_complete.pdb"))
-    return model, RealSpaceTarget(model, read_map(os.path.join(d, "3j63_A_box.ccp4")), 3.8)
 
 
 def _params():
@@ -40,9 +29,9 @@ def _trial(sites, **metrics):
     return t
 
 
-def test_final_cycles_that_worsen_the_geometry_give_way_to_the_chosen_trial(em):
+def test_final_cycles_that_worsen_the_geometry_give_way_to_the_chosen_trial(map_3j63):
     from qrefine.refine.protocol import ProtocolResult, _guard_geometry
-    model, data = em
+    model, data = map_3j63
     start = model.get_sites_cart().as_numpy_array()
     trial_sites = start + 0.001
     # the "final cycles" are the start model: 4.49 % Rama outliers, 85.4 % favored
@@ -56,9 +45,9 @@ def test_final_cycles_that_worsen_the_geometry_give_way_to_the_chosen_trial(em):
     assert np.array_equal(model.get_sites_cart().as_numpy_array(), start)  # model put back
 
 
-def test_final_cycles_within_the_tolerances_are_kept(em):
+def test_final_cycles_within_the_tolerances_are_kept(map_3j63):
     from qrefine.refine.protocol import ProtocolResult, _guard_geometry
-    model, data = em
+    model, data = map_3j63
     start = model.get_sites_cart().as_numpy_array()
     # one residue of 89 worse than the trial (1.12 %) is within the 1.65 % tolerance
     chosen = _trial(start + 0.001, bond_rmsd=0.005, angle_rmsd=1.3, rama_favored=86.5,

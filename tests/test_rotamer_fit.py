@@ -1,21 +1,10 @@
 """qrefine.refine.rotamers: rotamer outliers refitted into the map."""
 
-import os
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.usefixtures("test_data")
-
-
-@pytest.fixture(scope="module")
-def em(structures):
-    from qrefine.data.maps import read_map
-    from qrefine.data.real_space import RealSpaceTarget
-    from qrefine.model.io import read_model
-    d = os.path.join(structures, "cryo_em", "3j63_A")
-    model = read_model(os.path.join(d, "3j63_A_box_complete.pdb"))
-    return model, RealSpaceTarget(model, read_map(os.path.join(d, "3j63_A_box.ccp4")), 3.8)
 
 
 def _outliers(model, sites):
@@ -35,9 +24,9 @@ def _outliers(model, sites):
     return out
 
 
-def test_outliers_of_3j63_move_into_density_with_their_bonds_intact(em):
+def test_outliers_of_3j63_move_into_density_with_their_bonds_intact(map_3j63):
     from qrefine.refine.rotamers import DENSITY_TOLERANCE, fit_rotamer_outliers
-    model, target = em
+    model, target = map_3j63
     sites = model.get_sites_cart().as_numpy_array()
     before = _outliers(model, sites)
     assert before == ["LEU A12", "LEU A28", "GLU A34", "VAL A72"]  # MolProbity: 5.48 %
@@ -63,10 +52,10 @@ def test_outliers_of_3j63_move_into_density_with_their_bonds_intact(em):
     assert np.abs(np.array(b1) - np.array(b0)).max() < 1e-9
 
 
-def test_chis_are_set_exactly(em):
+def test_chis_are_set_exactly(map_3j63):
     from qrefine.refine.rotamers import _ChiTorsions
     from qrefine.validation.validator import rotamer_evaluator
-    model, _ = em
+    model, _ = map_3j63
     h = model.get_hierarchy()
     elements = [a.element.strip().upper() for a in h.atoms()]
     lys = [rg.atom_groups()[0] for rg in h.residue_groups()
@@ -100,13 +89,13 @@ def test_fitting_is_for_map_refinements_only():
     assert not fits_rotamers(params(), object())  # reflections: no density anywhere
 
 
-def test_a_side_chain_clashing_with_its_own_backbone_is_counted(em):
+def test_a_side_chain_clashing_with_its_own_backbone_is_counted(map_3j63):
     """MET SD turned into its own carbonyl: probe2 calls that a clash, and so
     must the fit (a MET A81 fit once put SD 0.76 A into its own C)."""
     from scipy.spatial import cKDTree
     from qrefine.refine.rotamers import _RADII, _ChiTorsions, _clash_counts, _polar_hydrogens
     from qrefine.validation.validator import rotamer_evaluator
-    model, _ = em
+    model, _ = map_3j63
     h = model.get_hierarchy()
     xyz = model.get_sites_cart().as_numpy_array()
     elements = [a.element.strip().upper() for a in h.atoms()]
