@@ -153,10 +153,7 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
         # The last cycle's map gradient pulls some fitted side chains back
         # into outliers (3j63_A: two of four); a last rigid fit keeps the
         # bond geometry the cycle left.
-        sites, fitted, _ = fit_rotamer_outliers(model, sites, target_data.density_at)
-        if fitted:
-            reporter.info("  rotamer outliers refitted after the last macro cycle: %s"
-                          % ", ".join(f.residue for f in fitted))
+        sites = final_adjust(sites)
     result.sites = sites
     result.cycles += cycles
     if target_data is not None and target_data.kind == "reflections" \
