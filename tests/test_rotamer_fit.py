@@ -112,12 +112,13 @@ def test_a_side_chain_clashing_with_its_own_backbone_is_counted(map_3j63):
     side[list(chis.moved_by[0])] = True
     radii = np.array([_RADII.get(e, 1.7) for e in elements])
     polar = _polar_hydrogens(h, elements)
+    acceptor = np.array([e in ("N", "O") for e in elements])
     tree = cKDTree(xyz)
     sites = stack[[closest]][:, side]
     intra = (chis.hops[side] > 3) & ~side[None, :]
-    with_own = _clash_counts(sites, chis.index[side], chis.index, tree, radii, elements,
+    with_own = _clash_counts(sites, chis.index[side], chis.index, tree, radii, acceptor,
                              polar, intra)[0]
-    without = _clash_counts(sites, chis.index[side], chis.index, tree, radii, elements,
+    without = _clash_counts(sites, chis.index[side], chis.index, tree, radii, acceptor,
                             polar, np.zeros_like(intra))[0]
     assert with_own > without
     assert chis.hops[sd, c] == 4  # SD-CG-CB-CA-C

@@ -84,6 +84,7 @@ def fit_rotamer_outliers(model, sites, density_at):
     elements = [a.element.strip().upper() or a.name.strip()[:1] for a in atoms]
     radii = np.array([_RADII.get(e, 1.7) for e in elements])
     polar_h = _polar_hydrogens(hierarchy, elements)
+    acceptor = np.array([e in ("N", "O") for e in elements])
     tree = cKDTree(xyz)
     fitted, kept = [], []
     for rg in hierarchy.residue_groups():
@@ -111,7 +112,7 @@ def fit_rotamer_outliers(model, sites, density_at):
         start = xyz[index].copy()
 
         d0 = float(np.mean(density_at(start[moving])))
-        c0 = int(_clash_counts(start[None, side], index[side], index, tree, radii, elements,
+        c0 = int(_clash_counts(start[None, side], index[side], index, tree, radii, acceptor,
                                polar_h, intra)[0])
         found = chis.candidates(evaluator, name)
         if not found:
@@ -120,7 +121,7 @@ def fit_rotamer_outliers(model, sites, density_at):
         values = np.array([v for v, _ in found])
         stack = chis.set_many(start, [angles for _, angles in found])
         d = density_at(stack[:, moving].reshape(-1, 3)).reshape(len(found), -1).mean(axis=1)
-        c = _clash_counts(stack[:, side], index[side], index, tree, radii, elements,
+        c = _clash_counts(stack[:, side], index[side], index, tree, radii, acceptor,
                           polar_h, intra)
         key = d - CLASH_PENALTY * c + np.where(values >= FAVORED, FAVORED_BONUS, 0.0)
         # the best of the candidates that clash no more than the outlier and
@@ -217,7 +218,7 @@ class _ChiTorsions(object):
             base = list(base)[:n]
             if len(base) < n:
                 continue
-            for offsets in _product(grids):
+            for offsets in itertools.product(*grids):
                 angles = [((b + o + 180.0) % 360.0) - 180.0 for b, o in zip(base, offsets)]
                 key = tuple(int(round(a / 5.0)) for a in angles)
                 if key in seen:
@@ -227,10 +228,6 @@ class _ChiTorsions(object):
                 if value is not None and value >= OUTLIER:
                     out.append((value, angles))
         return out
-
-
-def _product(grids):
-    return itertools.product(*grids)
 
 
 def _bonds(xyz, elements):
@@ -312,10 +309,10 @@ def _polar_hydrogens(hierarchy, elements):
 _NEIGHBOURS = 40     # atoms within 3.6 A of a side-chain atom, its own residue's included
 
 
-def _clash_counts(stack, index, residue, tree, radii, elements, polar_h, intra):
+def _clash_counts(stack, index, residue, tree, radii, acceptor, polar_h, intra):
     """For each of (K, m, 3) candidate sites of the side-chain atoms
     ``index``: the pairs that overlap by more than CLASH_OVERLAP (polar H to
-    N/O, an H-bond, excepted down to 1.6 A), with an atom outside
+    N/O ``acceptor``, an H-bond, excepted down to 1.6 A), with an atom outside
     ``residue`` or one of its own that ``intra`` (m, len(residue)) allows."""
     k, m = stack.shape[:2]
     local = np.full(len(radii), -1)
@@ -329,7 +326,6 @@ def _clash_counts(stack, index, residue, tree, radii, elements, polar_h, intra):
     own = local[j] >= 0
     ok &= ~own | intra[pos, np.where(own, local[j], 0)]
     ok &= radii[i] + radii[j] - d > CLASH_OVERLAP
-    is_no = np.array([e in ("N", "O") for e in elements])
-    hbond = ((polar_h[i] & is_no[j]) | (polar_h[j] & is_no[i])) & (d > 1.6)
+    hbond = ((polar_h[i] & acceptor[j]) | (polar_h[j] & acceptor[i])) & (d > 1.6)
     ok &= ~hbond
     return ok.reshape(k, m * _NEIGHBOURS).sum(axis=1)
