@@ -3,10 +3,12 @@
 
     pip install servalcat          # any environment; --servalcat names its command
     python benchmarks/versus_servalcat.py [--models 3j63_A] [--servalcat PATH] [--out DIR]
+                                          [--nproc 1 2]
 
 For each model: ``qr.refine model map resolution=R`` (qrefine's defaults,
 restraints=cctbx) and ``servalcat refine_spa_norefmac --model --map -d R``
-(its defaults), one after the other, wall seconds of each whole command;
+(its defaults), one after the other, wall seconds of each whole command
+(qrefine once per ``--nproc`` value: with 2, two weight trials at a time);
 then both refined models validated by the same code (qrefine's validator,
 CC_mask against the same map), so the geometry columns compare.
 
@@ -79,6 +81,8 @@ def main():
     ap.add_argument("--models", nargs="+", default=["3j63_A"], choices=sorted(MODELS))
     ap.add_argument("--servalcat", default=shutil.which("servalcat") or "servalcat")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "versus_servalcat"))
+    ap.add_argument("--nproc", type=int, nargs="+", default=[1],
+                    help="qrefine's nproc= values, one run each")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     monlib = monomer_library(args.out)
@@ -90,10 +94,14 @@ def main():
         d = os.path.join(args.out, name)
         os.makedirs(d, exist_ok=True)
         res = "%g" % spec["resolution"]
-        rc_q, wall_q, cpu_q = timed([qr_refine, model, emap, "resolution=" + res,
-                              "chem_data=" + os.path.join(DATA, "chem_data"),
-                              "output.prefix=qrefine", "output.dir=" + d,
-                              "output.overwrite=true"], os.path.join(d, "qrefine_stdout.log"))
+        qrefine_runs = []
+        for nproc in args.nproc:
+            prefix = "qrefine" if nproc == 1 else "qrefine_nproc%d" % nproc
+            qrefine_runs.append((nproc, prefix) + timed(
+                [qr_refine, model, emap, "resolution=" + res,
+                 "chem_data=" + os.path.join(DATA, "chem_data"), "nproc=%d" % nproc,
+                 "output.prefix=" + prefix, "output.dir=" + d, "output.overwrite=true"],
+                os.path.join(d, prefix + "_stdout.log")))
         no_oxt = os.path.join(d, "model_without_oxt.pdb")
         with open(model) as src, open(no_oxt, "w") as dst:
             dst.writelines(l for l in src if not (l.startswith(("ATOM", "HETATM"))
@@ -101,15 +109,15 @@ def main():
         rc_s, wall_s, cpu_s = timed([args.servalcat, "refine_spa_norefmac", "--model", no_oxt,
                               "--map", emap, "-d", res, "--monlib", monlib,
                               "-o", "servalcat"], os.path.join(d, "servalcat_stdout.log"))
-        both = rc_q == rc_s == 0
-        ratio = "%.1f" % (wall_q / wall_s) if both else ""
-        cpu_ratio = "%.1f" % (cpu_q / cpu_s) if both else ""
         rows.append((name, "start", validate_file(model, spec), "", "", "", ""))
-        for program, path, wall, cpu, rc, x, x_cpu in (
-                ("qrefine cctbx (defaults)", os.path.join(d, "qrefine_refined.pdb"),
-                 wall_q, cpu_q, rc_q, ratio, cpu_ratio),
-                ("servalcat refine_spa_norefmac", os.path.join(d, "servalcat.pdb"),
-                 wall_s, cpu_s, rc_s, "", "")):
+        runs = [("qrefine cctbx (defaults%s)" % (", nproc=%d" % n if n > 1 else ""),
+                 os.path.join(d, prefix + "_refined.pdb"), wall, cpu, rc,
+                 "%.1f" % (wall / wall_s) if rc == rc_s == 0 else "",
+                 "%.1f" % (cpu / cpu_s) if rc == rc_s == 0 else "")
+                for n, prefix, rc, wall, cpu in qrefine_runs]
+        runs.append(("servalcat refine_spa_norefmac", os.path.join(d, "servalcat.pdb"),
+                     wall_s, cpu_s, rc_s, "", ""))
+        for program, path, wall, cpu, rc, x, x_cpu in runs:
             ok = rc == 0 and os.path.exists(path)
             rows.append((name, program, validate_file(path, spec) if ok else None,
                          "%.1f" % wall if ok else "failed (exit %d, see %s)" % (rc, d), x,

@@ -264,3 +264,28 @@ def test_a_fixed_data_weight_is_used_as_given(piece_of_3j63, tmp_path, test_data
     assert [c["weight"] for c in s["macro_cycles"]] == [2.5, 2.5]
     assert s["parameters"]["data_weight"] == 2.5
     assert not os.path.exists(os.path.join(out, "f_weights.png"))
+
+
+def test_trials_on_two_cores_choose_and_refine_as_on_one(piece_of_3j63, tmp_path, test_data):
+    """nproc=2 runs two weight trials at a time in forked processes
+    (qrefine.forks); the search and the refined model are those of nproc=1,
+    number for number."""
+    model, emap = piece_of_3j63
+    out = str(tmp_path)
+    args = [model, emap] + SHORT + ["weights.trial_macro_cycles=1", "weights.grid_factor=4",
+                                    "output.dir=%s" % out]
+    assert main(args + ["output.prefix=one"]) == 0
+    assert main(args + ["output.prefix=two", "nproc=2"]) == 0
+    one, two = load_summary(out, "one"), load_summary(out, "two")
+    assert len(one["weight_search"]) >= 3
+    strip = [{k: v for k, v in t.items() if k != "seconds"} for t in one["weight_search"]]
+    assert strip == [{k: v for k, v in t.items() if k != "seconds"}
+                     for t in two["weight_search"]]
+    assert one["chosen_weight"] == two["chosen_weight"]
+    assert one["final"] == two["final"] and one["start"] == two["start"]
+    atoms = [[l for l in open(os.path.join(out, p + "_refined.pdb")) if l.startswith("ATOM")]
+             for p in ("one", "two")]
+    assert atoms[0] == atoms[1]
+    log = open(os.path.join(out, "two.log")).read()
+    assert "2 trials at a time, each in a forked process (nproc=2)" in log
+    assert log.count("  trial w=") == len(two["weight_search"])

@@ -24,7 +24,7 @@ from qrefine.model import chem_data
 from qrefine.model import io as model_io
 from qrefine.outputs import write_model
 from qrefine.refine.checkpoint import file_sha256, fingerprint
-from qrefine.refine.protocol import fits_rotamers, run_protocol
+from qrefine.refine.protocol import fits_rotamers, parallel_trials, run_protocol
 from qrefine.refine.rotamers import fit_rotamer_outliers
 from qrefine.restraints.factory import build_part_restraints, build_restraints, expands_symmetry
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
@@ -60,17 +60,21 @@ def build_data_target(model, data_path, data_kind, params):
 _OPENMP_ENGINES = ("xtb", "mopac")
 
 
-def limit_engine_threads(params):
+def limit_engine_threads(params, trials_at_once=1):
     """Give OpenMP engines ``nproc`` threads unless OMP_NUM_THREADS is set.
 
     Left alone, they take every core, and on a machine shared with other
     work their threads wait on each other: one GFN2-xTB gradient of the
     1us0 helix took 5.6 s with 2 threads on 2 busy cores against 0.34 s
     with one.  ``nproc`` is the number of cores qrefine may use.  Fragment
-    worker processes set their own (cores / nproc).
+    worker processes set their own (cores / nproc).  When weight trials run
+    ``trials_at_once`` at a time (one process each), every process gets one
+    thread: the cores are the processes', and an engine's OpenMP runtime
+    that has started threads must not be forked.
     """
     if params.restraints == "qm" and params.engine in _OPENMP_ENGINES:
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(params.nproc))))
+        threads = 1 if trials_at_once > 1 else max(1, int(params.nproc))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,8 @@ def run(params, files, paths, reporter, argv=()):
     timings["read_inputs_s"] = time.time() - t
 
     t = time.time()
-    limit_engine_threads(params)
+    limit_engine_threads(params, parallel_trials(params, model.get_number_of_atoms(),
+                                                 data_kind if data is not None else None))
     if params.restraints == "qm":
         require_qm_ready(model, model_path)
     restraints = build_restraints(model, model_path, params, paths.failed_dir,

@@ -17,14 +17,16 @@ import numpy as np
 from scitbx.array_family import flex
 
 from qrefine.errors import QRefineError
+from qrefine.forks import ForkedTrials, can_fork
 from qrefine.log import ProgressOnly
 from qrefine.refine.checkpoint import Checkpoint
 from qrefine.refine.macro_cycles import CycleRecord, estimate_weight, refine
 from qrefine.refine.rotamers import fit_rotamer_outliers
+from qrefine.restraints.factory import uses_fragments
 from qrefine.validation import NOT_GATING, clashscore, validate
 from qrefine.weights.adaptive import AdaptiveProtocol, AdaptiveStep, StepOutcome
 from qrefine.weights.initial import DEFAULT_SCALE
-from qrefine.weights.part import HeldStill
+from qrefine.weights.part import HeldStill, wanted as part_wanted
 from qrefine.weights.search import (Trial, WeightSearch, default_limits, default_max_r_gap,
                                     geometric_grid, one_step_tolerances)
 
@@ -421,10 +423,12 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                           "; QM restraints for the part alone" if part.restraints is not None
                           else ""))
 
-    def run_trial(weight):
+    def run_trial(weight, quiet=False):
         # The trial's refinement shows a live line on a terminal; the log
-        # gets the one trial line (save_trial).
-        live = ProgressOnly(reporter, "weight trial %d: " % (len(ck.trials) + 1))
+        # gets the one trial line (save_trial).  quiet: in a forked child,
+        # which must not write to the log or the terminal it shares.
+        live = ProgressOnly(None if quiet else reporter,
+                            "weight trial %d: " % (len(ck.trials) + 1))
         sites, _ = refine(sites0, trial_restraints, trial_data,
                           macro_cycles=params.weights.trial_macro_cycles,
                           weight=weight, label="w=%.4g cycle" % weight,
@@ -448,12 +452,46 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
     for t in done:
         reporter.info("  trial w=%-10.4g %s  %s  (from checkpoint)" % (
             t.weight, "ok  " if t.accepted else "STOP", _format_metrics(t.metrics)))
-    chosen, trials = search.run(run_trial, done=done, on_trial=save_trial)
+    workers = parallel_trials(params, len(sites0), data.kind)
+    if workers > 1 and part is None:
+        reporter.info("  %d trials at a time, each in a forked process (nproc=%d)"
+                      % (workers, params.nproc))
+        forked = ForkedTrials(lambda weight: run_trial(weight, quiet=True), workers)
+        try:
+            chosen, trials = search.run(forked, done=done, on_trial=save_trial,
+                                        ahead=forked.ahead)
+        finally:
+            forked.close()
+    else:
+        chosen, trials = search.run(run_trial, done=done, on_trial=save_trial)
     if ck.chosen_weight is not None and chosen is not None and \
             abs(ck.chosen_weight - chosen.weight) > 1e-9 * chosen.weight:
         raise QRefineError("checkpoint %s chose weight %g but the resumed search chose %g; "
                            "rerun without restart=" % (ck.path, ck.chosen_weight, chosen.weight))
     return trials, chosen
+
+
+def parallel_trials(params, n_atoms, data_kind):
+    """How many weight trials run at once, each in a forked copy of this
+    process (qrefine.forks): ``nproc`` for a weight search with library
+    restraints or whole-model QM (each trial is a function of the start
+    alone, so the next one can run while this one is judged), else 1.  QM
+    on fragments, and trials on a part (weights.part_atoms, whose
+    restraints are fragments), use the cores for their own worker
+    processes, which a fork must not copy.  With whole-model QM each trial
+    process then runs its engine with one thread (limit_engine_threads), as
+    an engine library's threads must not be forked mid-run either."""
+    searching = (data_kind is not None and params.mode == "refine" and params.weights.search
+                 and params.data_weight is None and params.weights.protocol == "search")
+    if not searching or params.nproc < 2 or not can_fork():
+        return 1
+    if params.restraints == "qm":
+        if uses_fragments(params, n_atoms):
+            return 1
+        if data_kind == "map" and not params.qm.low_level and part_wanted(
+                n_atoms, params.weights.part_atoms):
+            return 1
+    return params.nproc
 
 
 def _d_min(data):

@@ -16,7 +16,9 @@ search never sees a model, a map or an engine.  It may return a third item,
 a callable giving the costly rest of the metrics (the clashscore: probe2,
 seconds a trial): the search calls it only when the trial passes on the
 metrics it has, so a trial that a cheap metric rejects, like the last of
-most searches, costs no clashscore (its metrics lack it).
+most searches, costs no clashscore (its metrics lack it).  A fourth item,
+when there is one, is the seconds the trial took (a trial run in another
+process, :class:`qrefine.forks.ForkedTrials`, is not timed by the wait).
 """
 
 from dataclasses import dataclass, field
@@ -180,14 +182,22 @@ class WeightSearch:
         r_work, r_free = metrics.get("r_work"), metrics.get("r_free")
         return r_work is None or r_free is None or r_free - r_work <= self.max_r_gap
 
-    def run(self, run_trial, done=(), on_trial=None):
+    def run(self, run_trial, done=(), on_trial=None, ahead=None):
         """Return (chosen Trial or None, list of all Trials in order run).
 
         ``done``: trials already finished (from a checkpoint), reused as they
         are.  ``on_trial(trial, trials)`` is called after each new trial.
+        ``ahead(weights)``, when given, is told before each trial which
+        weights will be asked for next, the current one first (the next
+        grid weight is asked for only if the current one is accepted), so
+        that they can run at the same time (:class:`qrefine.forks.ForkedTrials`).
         """
         finished = {round(t.weight, 12): t for t in done}
         trials = []
+
+        def tell(weights):
+            if ahead is not None:
+                ahead([w for w in weights if round(w, 12) not in finished])
 
         def trial_at(weight):
             key = round(weight, 12)
@@ -196,7 +206,8 @@ class WeightSearch:
             else:
                 t0 = time.time()
                 out = run_trial(weight)
-                t = Trial(weight=weight, metrics=out[1], seconds=time.time() - t0, sites=out[0],
+                t = Trial(weight=weight, metrics=out[1],
+                          seconds=out[3] if len(out) > 3 else time.time() - t0, sites=out[0],
                           rest=out[2] if len(out) > 2 else None)
             trials.append(t)
             return t
@@ -216,7 +227,8 @@ class WeightSearch:
 
         last_good = None
         first_bad = None
-        for w in self.weights:
+        for i, w in enumerate(self.weights):
+            tell(self.weights[i:i + 2])
             best = self._best_values(trials) if last_good else None
             t = trial_at(w)
             judge(t, last_good.metrics if last_good else None, best)
@@ -228,6 +240,7 @@ class WeightSearch:
             last_good = t
         if self.refine_bracket and last_good is not None and first_bad is not None:
             w = math.sqrt(last_good.weight * first_bad.weight)
+            tell([w])
             best = self._best_values(trials)
             t = trial_at(w)
             judge(t, last_good.metrics, best)
@@ -240,10 +253,12 @@ class WeightSearch:
                 break
             # Below the grid: only the absolute limits apply, as a lower
             # weight trades fit for geometry by design.
+            tell([lowest / self.factor])
             t = trial_at(lowest / self.factor)
             judge(t, None, None)
             if on_trial is not None and round(t.weight, 12) not in finished:
                 on_trial(t, trials)
+        tell([])
         return self._best(trials), trials
 
     def _best(self, trials):

@@ -1,0 +1,204 @@
+"""Work done in a forked copy of this process, on another core.
+
+With library restraints a refinement's time goes to weight trials and
+validation, each a pure function of state this process already holds (the
+model, the map, the restraints).  A forked child inherits that state for
+free (copy-on-write), computes one such function and sends back its value;
+nothing has to be pickled but the answer.  :class:`ForkedCall` is one such
+child; :class:`ForkedTrials` runs weight trials in them, the next trial
+started before the current one is judged.
+
+Why ``os.fork`` and not ``multiprocessing``: a child must not flush what
+the parent has buffered for its log or the terminal (the lines would appear
+twice), nor run its exit handlers (probe2's or the checkpoint's files), so
+it writes its answer and leaves with ``os._exit``.  Its stdout and stderr go
+to /dev/null: a trial's live progress line would garble the parent's.
+
+Only for in-process work that holds no threads or engine state: a library
+that runs OpenMP threads or an external program must not be forked
+mid-run, so QM restraints keep their own worker processes
+(:mod:`qrefine.restraints.executors`).
+"""
+
+import ctypes
+import glob
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+
+import numpy as np
+import scipy
+
+from qrefine.errors import QRefineError
+
+
+def can_fork():
+    return hasattr(os, "fork")
+
+
+class ForkedCall:
+    """``function()`` computed in a forked child; :meth:`result` waits for
+    it and returns ``(value, seconds the child took)``, or raises what the
+    child raised."""
+
+    def __init__(self, function, what="forked work"):
+        self.what = what
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            reader.close()
+            _run_child(function, writer)
+        writer.close()
+        self.pid, self._reader, self._answer = pid, reader, None
+
+    def result(self):
+        if self._answer is None:
+            try:
+                self._answer = self._reader.recv()
+            except EOFError:
+                self._answer = ("error", QRefineError(
+                    "%s: its process ended without an answer (killed, or out of memory); "
+                    "rerun with nproc=1" % self.what), "")
+            finally:
+                self._reap()
+        status, value, extra = self._answer
+        if status == "error":
+            raise value
+        return value, extra
+
+    def cancel(self):
+        """End the child if it still runs (its answer is not wanted)."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+    def _reap(self):
+        if self.pid is not None:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = None
+            self._reader.close()
+
+
+def _run_child(function, writer):
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+        # Ctrl-C reaches the whole process group; the parent ends its
+        # children itself (cancel), so a child just goes on or is killed.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        single_threaded_blas()
+        t0 = time.time()
+        answer = ("ok", function(), time.time() - t0)
+    except BaseException as e:  # anything: the parent re-raises it
+        answer = ("error", e, traceback.format_exc())
+    try:
+        try:
+            writer.send(answer)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            writer.send(("error", RuntimeError("%s (unpicklable answer: %s)"
+                                               % (answer[1], e)), ""))
+        writer.close()
+    finally:
+        os._exit(0)
+
+
+def single_threaded_blas():
+    """One thread for the OpenBLAS copies bundled with numpy and with scipy
+    (scipy's runs the L-BFGS-B minimiser's vector operations); the number
+    of libraries set.  A child is one core's worth of work: with their
+    default, one BLAS thread per core, two trials at once took 4.2-4.5 s
+    each on 2 cores (3j63_A), against 2.8-3.0 s with one thread."""
+    found = 0
+    for module in (np, scipy):
+        libs = os.path.join(os.path.dirname(os.path.dirname(module.__file__)),
+                            module.__name__ + ".libs")
+        for path in sorted(glob.glob(os.path.join(libs, "lib*openblas*.so*"))):
+            for symbol in ("scipy_openblas_set_num_threads64_",
+                           "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
+                           "openblas_set_num_threads"):
+                try:
+                    fn = getattr(ctypes.CDLL(path), symbol)
+                except (OSError, AttributeError):
+                    continue
+                fn.argtypes = [ctypes.c_int]
+                fn.restype = None
+                fn(1)
+                found += 1
+                break
+    return found
+
+
+class ForkedTrials:
+    """``run_trial(weight)`` of :meth:`WeightSearch.run` in forked children,
+    up to ``workers`` at a time.
+
+    The search says which weights it will ask for next (:meth:`ahead`);
+    those run while it judges the current one, and a running trial it no
+    longer wants (the one after a rejected trial) is ended.  Each trial is
+    the same function of the same start as in one process, so the search
+    makes the same choices; only the order in which the work is done
+    changes.  A trial's costly rest (the clashscore, see
+    :class:`~qrefine.weights.search.WeightSearch`) is computed in its child
+    at once, on the core that would otherwise wait, and handed over only
+    when the search asks for it.
+    """
+
+    def __init__(self, run_trial, workers):
+        self.run_trial = run_trial
+        self.workers = max(1, int(workers))
+        self._running = {}  # rounded weight -> (weight, ForkedCall)
+
+    def ahead(self, weights):
+        """The weights the search wants next, in order: the ones not yet
+        started get a child while fewer than ``workers`` run; running ones
+        not among them are ended."""
+        wanted = [_key(w) for w in weights]
+        for key in list(self._running):
+            if key not in wanted:
+                self._running.pop(key)[1].cancel()
+        for w in weights:
+            if len(self._running) >= self.workers:
+                break
+            if _key(w) not in self._running:
+                self._start(w)
+
+    def __call__(self, weight):
+        key = _key(weight)
+        if key not in self._running:
+            self._start(weight)
+        _, call = self._running.pop(key)
+        (sites, metrics, rest), seconds = call.result()
+        return sites, metrics, (lambda: rest) if rest is not None else None, seconds
+
+    def close(self):
+        for _, call in self._running.values():
+            call.cancel()
+        self._running.clear()
+
+    def _start(self, weight):
+        run_trial = self.run_trial
+
+        def trial():
+            out = run_trial(weight)
+            rest = out[2]() if len(out) > 2 and out[2] is not None else None
+            return out[0], out[1], rest
+        self._running[_key(weight)] = (weight, ForkedCall(
+            trial, what="weight trial w=%.4g" % weight))
+
+
+def _key(weight):
+    return round(weight, 12)
