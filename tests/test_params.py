@@ -113,6 +113,8 @@ def test_every_file_independent_check_runs_before_any_file_is_read(tmp_path):
         ([missing], ["fragments.correction_refresh=-1"], "correction_refresh must be >= 0"),
         ([missing], ["weights.max_r_free_rise=-0.01"], "max_r_free_rise must be >= 0"),
         ([missing], ["weights.part_atoms=-1"], "part_atoms must be >= 0"),
+        ([missing], ["qm.clash_restraint=-5"], "clash_restraint must be >= 0"),
+        ([missing], ["qm.clash_restraint=50"], "only used with restraints=qm"),
     ]
     for files, settings, message in cases:
         p, _ = params.parse(settings)

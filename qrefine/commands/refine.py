@@ -26,6 +26,7 @@ from qrefine.outputs import write_model
 from qrefine.refine.checkpoint import file_sha256, fingerprint
 from qrefine.refine.protocol import fits_rotamers, parallel_trials, run_protocol
 from qrefine.refine.rotamers import fit_rotamer_outliers
+from qrefine.restraints.clash import ONSET as CLASH_ONSET
 from qrefine.restraints.factory import build_part_restraints, build_restraints, expands_symmetry
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.validation import validate
@@ -157,6 +158,9 @@ def run(params, files, paths, reporter, argv=()):
         reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, "
                       "whole model" % (params.engine, restraints.method, restraints.charge,
                                        restraints.multiplicity))
+    if params.restraints == "qm" and params.qm.clash_restraint:
+        reporter.info("clash restraint: %g kcal/mol/A^2 on atom pairs overlapping by more than "
+                      "%.1f A (qm.clash_restraint)" % (params.qm.clash_restraint, CLASH_ONSET))
     if restraints.is_dual_level:
         reporter.info("dual level: GFN-FF steps between QM calls, one QM call per macro cycle "
                       "and one to check the last (up to %d cycles of %d iterations)" % (

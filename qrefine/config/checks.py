@@ -83,6 +83,13 @@ def check_parameters(params, data_kind):
     rise = params.weights.max_r_free_rise
     if rise is not None and rise < 0:
         raise QRefineError("weights.max_r_free_rise must be >= 0, got %s" % rise)
+    wall = params.qm.clash_restraint
+    if wall is None or wall < 0:
+        raise QRefineError("qm.clash_restraint must be >= 0 kcal/mol/A^2 (0: off), got %s"
+                           % wall)
+    if wall and params.restraints != "qm":
+        raise QRefineError("qm.clash_restraint is only used with restraints=qm (library "
+                           "restraints have their own non-bonded repulsion); remove it")
     part = params.weights.part_atoms
     if part is None or part < 0:
         raise QRefineError("weights.part_atoms must be >= 0 (0: trials refine the whole "

@@ -194,6 +194,9 @@ qm {
   low_level_iterations = 100
     .type = int
     .help = "With qm.low_level: most GFN-FF L-BFGS iterations per macro cycle (each cycle also stays within a trust region around its QM call)."
+  clash_restraint = 0
+    .type = float
+    .help = "Force constant (kcal/mol/A^2) of a harmonic wall added to the QM restraints on atom pairs whose van der Waals spheres overlap by more than 0.3 A (MolProbity's clash line is 0.4 A; pairs more than three bonds apart, polar-H H-bonds excepted). GFN-FF and GFN2-xTB hold aliphatic C-H...O contacts at 2.1-2.2 A, clashes to MolProbity (3j63_A, GFN-FF: clashscore 20). 0: off."
 }
 fragments {
   clustering_above = 1000

@@ -29,3 +29,9 @@ def element_of(atom):
 def symbol_of(atom):
     """The element as ASE writes it ("C", "Zn", "H"): what an engine gets."""
     return element_of(atom).capitalize()
+
+
+# Van der Waals radii (A) for clash counting, close to probe2's with H at
+# nuclear distances (H 1.17, O 1.40), so that what qrefine calls clash-free
+# the clashscore does too (the rotamer fit, the QM clash restraint).
+CONTACT_RADII = {"H": 1.17, "C": 1.7, "N": 1.55, "O": 1.4, "S": 1.8}

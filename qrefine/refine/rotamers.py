@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scitbx.array_family import flex
 
+from qrefine.model.elements import CONTACT_RADII
 from qrefine.validation.validator import rotamer_evaluator
 
 OUTLIER = 0.003      # MolProbity's Top8000 rotamer outlier line
@@ -39,7 +40,6 @@ DENSITY_TOLERANCE = 0.3
 CLASH_OVERLAP = 0.4  # MolProbity's clash line
 CLASH_PENALTY = 0.5  # sigma of density one clash is worth
 FAVORED_BONUS = 0.2  # sigma of density a favored (not only allowed) rotamer is worth
-_RADII = {"H": 1.17, "C": 1.7, "N": 1.55, "O": 1.4, "S": 1.8}
 _BACKBONE = {"N", "CA", "C", "O", "CB", "H", "HA", "HA2", "HA3", "OXT", "H1", "H2", "H3"}
 
 
@@ -82,7 +82,7 @@ def fit_rotamer_outliers(model, sites, density_at):
     atoms.set_xyz(flex.vec3_double(np.asarray(sites, dtype=float)))
     xyz = np.array(sites, dtype=float)
     elements = [a.element.strip().upper() or a.name.strip()[:1] for a in atoms]
-    radii = np.array([_RADII.get(e, 1.7) for e in elements])
+    radii = np.array([CONTACT_RADII.get(e, 1.7) for e in elements])
     polar_h = _polar_hydrogens(hierarchy, elements)
     acceptor = np.array([e in ("N", "O") for e in elements])
     tree = cKDTree(xyz)

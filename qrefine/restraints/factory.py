@@ -8,6 +8,7 @@ from qrefine.errors import QRefineError
 from qrefine.model import charges
 from qrefine.model.elements import symbol_of
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
+from qrefine.restraints.clash import ClashRestraint
 from qrefine.restraints.dual_level import DualLevelRestraints
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.restraints.qm import QMRestraints
@@ -76,7 +77,17 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
     ``data_kind`` ("reflections", "map" or None) decides, with
     ``symmetry.expand``, whether symmetry copies join the QM system.  With
     ``qm.low_level`` the QM source is wrapped in a
-    :class:`~qrefine.restraints.dual_level.DualLevelRestraints`."""
+    :class:`~qrefine.restraints.dual_level.DualLevelRestraints`, and with
+    ``qm.clash_restraint`` in a
+    :class:`~qrefine.restraints.clash.ClashRestraint`."""
+    source = _build_with_level(model, model_path, params, failed_dir, reporter, data_kind)
+    weight = getattr(getattr(params, "qm", None), "clash_restraint", 0) or 0
+    if params.restraints == "qm" and weight > 0:
+        source = ClashRestraint(source, model, weight)
+    return source
+
+
+def _build_with_level(model, model_path, params, failed_dir, reporter=None, data_kind=None):
     low_level = getattr(getattr(params, "qm", None), "low_level", None)
     if params.restraints != "qm" or not low_level:
         return _build(model, model_path, params, failed_dir, reporter, data_kind)
