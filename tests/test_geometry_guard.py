@@ -56,3 +56,20 @@ def test_final_cycles_within_the_tolerances_are_kept(map_3j63):
     result = ProtocolResult(sites=start, cycles=[])
     out = _guard_geometry(model, start, start, data, _params(), result, chosen, _Log())
     assert np.array_equal(out, start) and result.geometry_guard is None and not result.notes
+
+
+def test_final_cycles_may_add_no_ramachandran_outlier(map_3j63):
+    """One residue more in the outlier region is within the search's
+    one-residue tolerance (1.65 %), but the guard allows no new outlier."""
+    from qrefine.refine.protocol import ProtocolResult, _guard_geometry
+    model, data = map_3j63
+    start = model.get_sites_cart().as_numpy_array()
+    trial_sites = start + 0.001
+    # the start has 4 outliers of 89 (4.49 %); the trial one fewer
+    chosen = _trial(trial_sites, bond_rmsd=0.005, angle_rmsd=1.3, rama_favored=85.39,
+                    rama_outliers=3.37, rotamer_outliers=5.48, cbeta_deviations=0,
+                    clashscore=46.0)
+    result = ProtocolResult(sites=start, cycles=[])
+    out = _guard_geometry(model, start, start, data, _params(), result, chosen, _Log())
+    assert np.array_equal(out, trial_sites)
+    assert result.geometry_guard["reason"] == "rama_outliers worsened 3.37 -> 4.49"

@@ -93,7 +93,8 @@ def test_a_side_chain_clashing_with_its_own_backbone_is_counted(map_3j63):
     """MET SD turned into its own carbonyl: probe2 calls that a clash, and so
     must the fit (a MET A81 fit once put SD 0.76 A into its own C)."""
     from scipy.spatial import cKDTree
-    from qrefine.refine.rotamers import _RADII, _ChiTorsions, _clash_counts, _polar_hydrogens
+    from qrefine.model.elements import CONTACT_RADII
+    from qrefine.refine.rotamers import _ChiTorsions, _clash_counts, _polar_hydrogens
     from qrefine.validation.validator import rotamer_evaluator
     model, _ = map_3j63
     h = model.get_hierarchy()
@@ -110,7 +111,7 @@ def test_a_side_chain_clashing_with_its_own_backbone_is_counted(map_3j63):
     assert np.linalg.norm(stack[closest, sd] - stack[closest, c]) < 3.0  # 1.8 + 1.7 - 0.4 = 3.1
     side = np.zeros(len(names), dtype=bool)
     side[list(chis.moved_by[0])] = True
-    radii = np.array([_RADII.get(e, 1.7) for e in elements])
+    radii = np.array([CONTACT_RADII.get(e, 1.7) for e in elements])
     polar = _polar_hydrogens(h, elements)
     acceptor = np.array([e in ("N", "O") for e in elements])
     tree = cKDTree(xyz)
