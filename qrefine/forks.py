@@ -93,6 +93,7 @@ class ForkedCall:
 
 def _run_child(function, writer):
     try:
+        _die_with_parent()
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
@@ -114,6 +115,22 @@ def _run_child(function, writer):
         writer.close()
     finally:
         os._exit(0)
+
+
+def _die_with_parent():
+    """Linux: the kernel ends this child when its parent dies, however it
+    died (a batch system's SIGKILL gives the parent no time to end its
+    children); elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def single_threaded_blas():

@@ -3,6 +3,8 @@ trials run ahead of the search without changing its choices."""
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -95,3 +97,28 @@ def test_trials_ahead_make_the_same_choices_as_one_at_a_time(tmp_path):
     assert "started_16" not in os.listdir(str(serial_dir))
     # a trial's seconds are its own, not the time the search waited for it
     assert all(0.15 < t.seconds < 5 for t in trials2)
+
+
+def test_children_end_with_a_killed_parent(tmp_path):
+    """A parent killed outright (SIGKILL: no cleanup runs) leaves no child
+    computing on: the kernel ends it (PR_SET_PDEATHSIG)."""
+    script = tmp_path / "parent.py"
+    pid_file = tmp_path / "child.pid"
+    script.write_text(
+        "import os, signal, time\n"
+        "import qrefine\n"
+        "from qrefine.forks import ForkedCall\n"
+        "call = ForkedCall(lambda: time.sleep(120))\n"
+        "open(%r, 'w').write(str(call.pid))\n"
+        "time.sleep(0.5)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n" % str(pid_file))
+    subprocess.call([sys.executable, str(script)])
+    child = int(pid_file.read_text())
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("child %d outlived its killed parent" % child)
