@@ -122,3 +122,28 @@ def test_children_end_with_a_killed_parent(tmp_path):
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("child %d outlived its killed parent" % child)
+
+
+def test_which_searches_run_trials_at_once():
+    """nproc trials at once for library restraints and whole-model QM in
+    this process; one at a time for fragments (their own workers), for a
+    program engine (one work directory per calculator), without a search,
+    and with nproc=1."""
+    from qrefine.config import phil as params_mod
+    from qrefine.refine.protocol import parallel_trials
+
+    def workers(*settings, n_atoms=1436, data_kind="map"):
+        p, _ = params_mod.parse(list(settings))
+        return parallel_trials(p, n_atoms, data_kind)
+    assert workers("nproc=2") == 2
+    assert workers("nproc=2", data_kind="reflections") == 2
+    assert workers("nproc=1") == 1
+    assert workers("nproc=2", data_kind=None) == 1
+    assert workers("nproc=2", "data_weight=3") == 1
+    assert workers("nproc=2", "restraints=qm", "engine=xtb", "method=GFN-FF") == 2
+    assert workers("nproc=2", "restraints=qm", "engine=xtb", "method=GFN2-xTB",
+                   "qm.clustering=true") == 1
+    assert workers("nproc=2", "restraints=qm", "engine=mopac", "qm.clustering=false") == 1
+    # a map model over four times weights.part_atoms: trials on a part
+    assert workers("nproc=2", "restraints=qm", "engine=xtb", "method=GFN-FF",
+                   n_atoms=4500) == 1

@@ -75,7 +75,7 @@ resolution = None
   .help = "Map resolution in Angstrom; required with a map."
 nproc = 1
   .type = int
-  .help = "Number of cores to use: processes computing QM fragments, or the OpenMP threads of a whole-model xtb/MOPAC calculation (unless OMP_NUM_THREADS is set). With library restraints or whole-model QM, a weight search runs this many trials at a time, each in a forked process with one thread (the next trial starts before the current one is judged; the search makes the same choices as with nproc=1)."
+  .help = "Number of cores to use: processes computing QM fragments, or the OpenMP threads of a whole-model xtb/MOPAC calculation (unless OMP_NUM_THREADS is set). With library restraints or whole-model QM by an in-process engine (xtb, PySCF), a weight search runs this many trials at a time, each in a forked process with one thread (the next trial starts before the current one is judged; the search makes the same choices as with nproc=1)."
 chem_data = None
   .type = path
   .help = "Directory with the cctbx chemistry data (mon_lib, rotarama_data, rama_z)."

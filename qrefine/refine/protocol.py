@@ -16,6 +16,7 @@ from iotbx.pdb.amino_acid_codes import one_letter_given_three_letter as AMINO_AC
 import numpy as np
 from scitbx.array_family import flex
 
+from qrefine import engines
 from qrefine.errors import QRefineError
 from qrefine.forks import ForkedTrials, can_fork
 from qrefine.log import ProgressOnly
@@ -483,18 +484,22 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
 def parallel_trials(params, n_atoms, data_kind):
     """How many weight trials run at once, each in a forked copy of this
     process (qrefine.forks): ``nproc`` for a weight search with library
-    restraints or whole-model QM (each trial is a function of the start
-    alone, so the next one can run while this one is judged), else 1.  QM
-    on fragments, and trials on a part (weights.part_atoms, whose
-    restraints are fragments), use the cores for their own worker
-    processes, which a fork must not copy.  With whole-model QM each trial
-    process then runs its engine with one thread (limit_engine_threads), as
-    an engine library's threads must not be forked mid-run either."""
+    restraints or whole-model QM by an in-process engine (xtb, PySCF): each
+    trial is a function of the start alone, so the next one can run while
+    this one is judged.  Otherwise 1: QM on fragments and trials on a part
+    (weights.part_atoms) use the cores for their own worker processes,
+    which a fork must not copy, and an engine that runs a program (MOPAC,
+    ORCA, ...) writes in one work directory per calculator, which two
+    trials would share.  With parallel trials each process runs its engine
+    with one thread (limit_engine_threads): an engine library's OpenMP
+    threads must not be forked mid-run."""
     searching = (data_kind is not None and params.mode == "refine" and params.weights.search
                  and params.data_weight is None and params.weights.protocol == "search")
     if not searching or params.nproc < 2 or not can_fork():
         return 1
     if params.restraints == "qm":
+        if not getattr(engines.engine_module(params.engine), "IN_PROCESS", False):
+            return 1
         if uses_fragments(params, n_atoms):
             return 1
         if data_kind == "map" and not params.qm.low_level and part_wanted(
