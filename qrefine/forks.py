@@ -21,7 +21,6 @@ mid-run, so QM restraints keep their own worker processes
 """
 
 import ctypes
-import glob
 import multiprocessing
 import os
 import pickle
@@ -34,6 +33,7 @@ import numpy as np
 import scipy
 
 from qrefine.errors import QRefineError
+from qrefine.native import int_function, wheel_libs
 
 
 def can_fork():
@@ -159,21 +159,12 @@ def single_threaded_blas():
     each on 2 cores (3j63_A), against 2.8-3.0 s with one thread."""
     found = 0
     for module in (np, scipy):
-        libs = os.path.join(os.path.dirname(os.path.dirname(module.__file__)),
-                            module.__name__ + ".libs")
-        for path in sorted(glob.glob(os.path.join(libs, "lib*openblas*.so*"))):
-            for symbol in ("scipy_openblas_set_num_threads64_",
-                           "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
-                           "openblas_set_num_threads"):
-                try:
-                    fn = getattr(ctypes.CDLL(path), symbol)
-                except (OSError, AttributeError):
-                    continue
-                fn.argtypes = [ctypes.c_int]
-                fn.restype = None
-                fn(1)
-                found += 1
-                break
+        fn = int_function(wheel_libs(module), "lib*openblas*.so*",
+                          ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                           "openblas_set_num_threads64_", "openblas_set_num_threads"))
+        if fn is not None:
+            fn(1)
+            found += 1
     return found
 
 

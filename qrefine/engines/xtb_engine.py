@@ -66,6 +66,7 @@ import numpy as np
 from qrefine.engines import EngineFailed, EngineUnavailable, resolve_method
 from qrefine.engines.electrons import check_spin
 from qrefine.errors import QRefineError
+from qrefine.native import int_function
 
 NAME = "xtb"
 # Runs in this process (a library, no program): only ending the process that
@@ -490,18 +491,10 @@ def _thread_setter(interface_file):
     with xtb (its own copies, not numpy's: xtb is bound to them with
     RTLD_DEEPBIND).  dlopen of a library already loaded returns that one."""
     libs = os.path.join(os.path.dirname(os.path.dirname(interface_file)), "xtb.libs")
-    setters = []
-    for pattern, symbol in (("libgomp*.so*", "omp_set_num_threads"),
-                            ("libopenblas*.so*", "openblas_set_num_threads")):
-        for path in sorted(glob.glob(os.path.join(libs, pattern))):
-            try:
-                fn = getattr(ctypes.CDLL(path), symbol)
-            except (OSError, AttributeError):
-                continue
-            fn.argtypes = [ctypes.c_int]
-            fn.restype = None
-            setters.append(fn)
-            break
+    setters = [fn for fn in (int_function(libs, "libgomp*.so*", ("omp_set_num_threads",)),
+                             int_function(libs, "libopenblas*.so*",
+                                          ("openblas_set_num_threads",)))
+               if fn is not None]
 
     def set_threads(n):
         for fn in setters:  # cheap, and each worker thread has its own count
