@@ -14,10 +14,12 @@ twice), nor run its exit handlers (probe2's or the checkpoint's files), so
 it writes its answer and leaves with ``os._exit``.  Its stdout and stderr go
 to /dev/null: a trial's live progress line would garble the parent's.
 
-Only for in-process work that holds no threads or engine state: a library
-that runs OpenMP threads or an external program must not be forked
-mid-run, so QM restraints keep their own worker processes
-(:mod:`qrefine.restraints.executors`).
+Only for work whose state survives a fork: a library's OpenMP threads do
+not (whole-model QM by an in-process engine is forked only with one engine
+thread, see ``limit_engine_threads`` in :mod:`qrefine.commands.refine`),
+nor do worker processes or a program's work directory, so QM fragments and
+program engines keep to their own processes
+(:func:`qrefine.refine.protocol.parallel_trials`).
 """
 
 import ctypes
@@ -154,9 +156,11 @@ _PR_SET_PDEATHSIG = 1
 def single_threaded_blas():
     """One thread for the OpenBLAS copies bundled with numpy and with scipy
     (scipy's runs the L-BFGS-B minimiser's vector operations); the number
-    of libraries set.  A child is one core's worth of work: with their
-    default, one BLAS thread per core, two trials at once took 4.2-4.5 s
-    each on 2 cores (3j63_A), against 2.8-3.0 s with one thread."""
+    of libraries set.  Every qr.refine process runs so (the reason, sums
+    that do not depend on the core count, is in ``limit_blas_threads``);
+    a child is also one core's worth of work: with one BLAS thread per
+    core, two trials at once took 4.2-4.5 s each on 2 cores (3j63_A),
+    against 2.8-3.0 s with one thread."""
     found = 0
     for module in (np, scipy):
         fn = int_function(wheel_libs(module), "lib*openblas*.so*",

@@ -169,8 +169,9 @@ def _guard_geometry(model, sites0, sites, data, params, result, chosen, reporter
     """Maps: the final macro cycles, at the chosen weight, must keep the
     geometry the chosen trial was accepted on (the search's limits and
     one-step tolerances against that trial, and no new Ramachandran
-    outlier); otherwise the chosen trial's model is the result.  Why: the final refinement runs more cycles than a
-    trial and nothing gates them; on 3j63_A with GFN-FF the trial at 0.983
+    outlier); otherwise the chosen trial's model is the result.  Why: the
+    final refinement runs more cycles than a trial and nothing gates them;
+    on 3j63_A with GFN-FF the trial at 0.983
     had Rama favored 97.8 % and no outliers, its final refinement 95.5 %
     and 3.4 % outliers, at the same CC_mask (0.713)."""
     monitored = dict(_monitored(model))
