@@ -80,10 +80,16 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
     :class:`~qrefine.restraints.dual_level.DualLevelRestraints`, and with
     ``qm.clash_restraint`` in a
     :class:`~qrefine.restraints.clash.ClashRestraint`."""
-    source = _build_with_level(model, model_path, params, failed_dir, reporter, data_kind)
+    return _with_clash_restraint(
+        _build_with_level(model, model_path, params, failed_dir, reporter, data_kind),
+        model, params)
+
+
+def _with_clash_restraint(source, model, params):
+    """``source`` with qm.clash_restraint's wall added, when it is set."""
     weight = getattr(getattr(params, "qm", None), "clash_restraint", 0) or 0
     if params.restraints == "qm" and weight > 0:
-        source = ClashRestraint(source, model, weight)
+        return ClashRestraint(source, model, weight)
     return source
 
 
@@ -173,11 +179,12 @@ def build_part_restraints(model, params, part, failed_dir, reporter=None):
     clustered = uses_fragments(params, model.get_number_of_atoms())
     backend, scheduler = check_parallel(params, clustered)
     # One fragment: computed in this process with nproc OpenMP threads
-    # (limit_engine_threads) rather than by one busy worker of nproc.
-    return _fragment_restraints(
+    # (limit_engine_threads) rather than by one busy worker of nproc.  The
+    # trials feel the same clash restraint as the final refinement.
+    return _with_clash_restraint(_fragment_restraints(
         model, params, module, failed_dir, reporter, nproc=params.nproc if clustered else 1,
         backend=backend if clustered else "local", scheduler=scheduler, part=part,
-        part_as_one=not clustered)
+        part_as_one=not clustered), model, params)
 
 
 def _fragment_restraints(model, params, module, failed_dir, reporter, **settings):
