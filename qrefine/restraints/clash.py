@@ -13,7 +13,9 @@ energy surface is untouched.
 Pairs: atoms more than three bonds apart (four when one is H), as probe2
 counts them; a polar H (on N or O) facing an N or O acceptor is an H-bond,
 not a clash, and is left alone (probe2 does the same).  Radii: those of
-the rotamer fit, close to probe2's with H at nuclear distances (:data:`qrefine.model.elements.CONTACT_RADII`).
+the rotamer fit, close to probe2's with H at nuclear distances
+(:data:`qrefine.model.elements.CONTACT_RADII`), with probe2's smaller
+polar H and carbonyl C.
 """
 
 import numpy as np
