@@ -25,7 +25,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scitbx.array_family import flex
 
-from qrefine.model.elements import CONTACT_RADII
+from qrefine.model.elements import CONTACT_RADII, element_of
 from qrefine.validation.validator import rotamer_evaluator
 
 OUTLIER = 0.003      # MolProbity's Top8000 rotamer outlier line
@@ -81,7 +81,7 @@ def fit_rotamer_outliers(model, sites, density_at):
     atoms = hierarchy.atoms()
     atoms.set_xyz(flex.vec3_double(np.asarray(sites, dtype=float)))
     xyz = np.array(sites, dtype=float)
-    elements = [a.element.strip().upper() or a.name.strip()[:1] for a in atoms]
+    elements = [element_of(a) for a in atoms]
     radii = np.array([CONTACT_RADII.get(e, 1.7) for e in elements])
     polar_h = _polar_hydrogens(hierarchy, elements)
     acceptor = np.array([e in ("N", "O") for e in elements])
