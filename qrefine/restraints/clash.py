@@ -23,7 +23,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from qrefine.model.elements import CONTACT_RADII, element_of
-from qrefine.restraints.base import RestraintSource
+from qrefine.restraints.added import AddedTerm
 
 # The wall starts where two spheres overlap by this much (A): 0.1 A before
 # MolProbity's clash line (0.4 A), so that a minimised pair ends outside it.
@@ -32,14 +32,14 @@ POLAR_H_RADIUS = 1.05
 CARBONYL_C_RADIUS = 1.65
 
 
-class ClashRestraint(RestraintSource):
+class ClashRestraint(AddedTerm):
     """``inner`` (a QM restraint source) plus ``weight`` * sum over pairs of
     (overlap - ONSET)^2 where the overlap r_i + r_j - d_ij exceeds ONSET;
     ``weight`` in kcal/mol/A^2, as the QM value is in kcal/mol.  Everything
     but the value and gradient is ``inner``'s."""
 
     def __init__(self, inner, model, weight):
-        self.inner = inner
+        super().__init__(inner)
         self.weight = float(weight)
         hierarchy = model.get_hierarchy()
         elements = [element_of(a) for a in hierarchy.atoms()]
@@ -67,48 +67,12 @@ class ClashRestraint(RestraintSource):
         self._reach = 2 * self.radii.max() - ONSET
         self.pairs_last = 0  # pairs inside the wall at the last call
 
-    # -- the RestraintSource seam: the inner source's, plus the wall --------
-    @property
-    def method(self):
-        return self.inner.method
+    def describe_term(self):
+        return "a clash restraint (%g kcal/mol/A^2 beyond %.1f A overlap)" % (
+            self.weight, ONSET)
 
-    @property
-    def is_dual_level(self):
-        return self.inner.is_dual_level
-
-    @property
-    def primary(self):
-        return self.inner.primary
-
-    def __getattr__(self, name):
-        # what a particular source offers besides the seam (recentre, charge...)
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def describe(self):
-        return "%s, with a clash restraint (%g kcal/mol/A^2 beyond %.1f A overlap)" % (
-            self.inner.describe(), self.weight, ONSET)
-
-    def start_cycle(self, sites_cart):
-        self.inner.start_cycle(sites_cart)
-
-    def timing(self):
-        return self.inner.timing()
-
-    def summary(self):
-        return self.inner.summary()
-
-    def symmetry_summary(self):
-        return self.inner.symmetry_summary()
-
-    def close(self):
-        self.inner.close()
-
-    def value_and_gradient(self, sites_cart):
-        value, gradient = self.inner.value_and_gradient(sites_cart)
-        wall, wall_gradient = self.wall(sites_cart)
-        return value + wall, np.asarray(gradient) + wall_gradient
+    def term(self, sites_cart):
+        return self.wall(sites_cart)
 
     def wall(self, sites_cart):
         """(value, gradient) of the clash term alone."""
