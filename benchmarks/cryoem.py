@@ -77,7 +77,7 @@ PUBLISHED_CORES = {"xtb GFN1": "60", "cctbx tight": "1", "cctbx loose": "1"}
 README_LABEL = {"xtb GFN1": "xtb_refine", "TeraChem HF-D3/6-31G": "terachem_refine"}
 
 RUNS = ("cctbx_tight", "cctbx_loose", "cctbx_rama", "xtb_gfnff", "xtb_gfn2", "xtb_gfn2_small",
-        "xtb_gfnff_wall_short")
+        "xtb_gfnff_wall_short", "xtb_gfnff_wall_rama", "xtb_gfnff_wall_rama_short")
 COLUMNS = [("bond_rmsd", "bond", "%.3f"), ("angle_rmsd", "angle", "%.2f"),
            ("clashscore", "clash", "%.1f"), ("rama_outliers", "Rama out %", "%.2f"),
            ("rama_favored", "Rama fav %", "%.2f"), ("rotamer_outliers", "rota out %", "%.2f"),
@@ -128,6 +128,16 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         return ["restraints=qm", "engine=xtb", "method=GFN-FF", "qm.clash_restraint=100",
                 "refine.max_iterations=60", "weights.trial_macro_cycles=1",
                 "refine.macro_cycles=2", "nproc=%d" % nproc]
+    if name == "xtb_gfnff_wall_rama":
+        # GFN-FF with the clash restraint and the Top8000 Ramachandran term
+        # at kT (section 2, "The QM Ramachandran term"), default protocol.
+        return ["restraints=qm", "engine=xtb", "method=GFN-FF", "qm.clash_restraint=100",
+                "ramachandran_restraints=true", "qm.ramachandran_scale=0.6",
+                "nproc=%d" % nproc]
+    if name == "xtb_gfnff_wall_rama_short":
+        # The same terms with xtb_gfnff_wall_short's protocol, for 5fn5_C.
+        return run_arguments("xtb_gfnff_wall_rama", spec, nproc) + [
+            "refine.max_iterations=60", "weights.trial_macro_cycles=1", "refine.macro_cycles=2"]
     raise SystemExit("unknown run %r" % name)
 
 

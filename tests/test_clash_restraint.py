@@ -129,18 +129,21 @@ def test_qr_refine_adds_it_to_qm_restraints_only(helix_model, structures, tmp_pa
                           ClashRestraint)
 
 
-def test_weight_trials_on_a_part_feel_the_same_wall(structures, tmp_path):
-    """weights.part_atoms: the part's QM restraints carry the clash
-    restraint too, so trials and the final refinement minimise one target."""
+def test_weight_trials_on_a_part_feel_the_same_terms(structures, tmp_path):
+    """weights.part_atoms (maps only): the part's QM restraints carry the
+    clash restraint and the map's default Ramachandran term too, so trials
+    and the final refinement minimise one target."""
     from qrefine.restraints.factory import build_part_restraints
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
+    from qrefine.restraints.ramachandran import RamachandranRestraint
     path = os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb")
     model = model_io.read_model(path)
     p, _ = params_mod.parse(["restraints=qm", "engine=xtb", "method=GFN-FF",
                              "qm.clash_restraint=50"])
     source = build_part_restraints(model, p, [0, 1, 2], str(tmp_path))
     try:
-        assert isinstance(source, ClashRestraint)
-        assert isinstance(source.inner, FragmentQMRestraints)
+        assert isinstance(source, RamachandranRestraint)
+        assert isinstance(source.inner, ClashRestraint)
+        assert isinstance(source.inner.inner, FragmentQMRestraints)
     finally:
         source.close()

@@ -28,7 +28,8 @@ from qrefine.refine.checkpoint import file_sha256, fingerprint
 from qrefine.refine.protocol import fits_rotamers, parallel_trials, run_protocol
 from qrefine.refine.rotamers import fit_rotamer_outliers
 from qrefine.restraints.clash import ONSET as CLASH_ONSET
-from qrefine.restraints.factory import build_part_restraints, build_restraints, expands_symmetry
+from qrefine.restraints.factory import (build_part_restraints, build_restraints, expands_symmetry,
+                                       uses_ramachandran)
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.validation import validate
 from qrefine.validation.hbonds import count_intercopy_hbonds
@@ -125,12 +126,12 @@ def run(params, files, paths, reporter, argv=()):
 
     t = time.time()
     chem = chem_data.activate(params.chem_data)
-    rama = params.ramachandran_restraints
-    if rama is None:
-        rama = params.restraints == "cctbx" and data_kind == "map"
+    rama = uses_ramachandran(params, data_kind)
+    # With QM the term is added to the QM source (restraints.ramachandran);
+    # the library restraints, which validation uses, stay without it.
     model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
                                 use_neutron_distances=params.use_neutron_distances,
-                                ramachandran_restraints=rama)
+                                ramachandran_restraints=rama and params.restraints == "cctbx")
     if model_io.all_occupancies_zero(model):
         # cctbx's scaling divides by the model's scattering (exit 2 on
         # "Zero denominator"), and a map fit goes nowhere with CC 0.
@@ -139,7 +140,7 @@ def run(params, files, paths, reporter, argv=()):
                                "explains none of %s; set the occupancies (e.g. to 1.00) and "
                                "rerun" % (model_path, model.get_number_of_atoms(), data_path))
         notes.append("all atoms have occupancy 0 (left as they are: only data need them)")
-    if rama:
+    if rama and params.restraints == "cctbx":
         notes.append("cctbx Ramachandran restraints on (ramachandran_restraints=false "
                      "switches them off)")
     reporter.info("model: %s (%d atoms, %d H)" % (
@@ -178,6 +179,10 @@ def run(params, files, paths, reporter, argv=()):
     if params.restraints == "qm" and params.qm.clash_restraint:
         reporter.info("clash restraint: %g kcal/mol/A^2 on atom pairs overlapping by more than "
                       "%.1f A (qm.clash_restraint)" % (params.qm.clash_restraint, CLASH_ONSET))
+    if params.restraints == "qm" and rama:
+        reporter.info("Ramachandran restraints: %g kcal/mol x -ln(Top8000 density) per residue "
+                      "added to the QM energy (qm.ramachandran_scale)"
+                      % params.qm.ramachandran_scale)
     if restraints.is_dual_level:
         reporter.info("dual level: GFN-FF steps between QM calls, one QM call per macro cycle "
                       "and one to check the last (up to %d cycles of %d iterations)" % (
@@ -353,7 +358,8 @@ def _trial_part(model, sites, restraints, data_kind, params, paths, reporter):
     chosen = trial_part.part_residues(residues, sites, params.weights.part_atoms)
     return trial_part.TrialPart(
         mask=trial_part.part_mask(residues, chosen, len(sites)), residues=chosen,
-        restraints=build_part_restraints(model, params, chosen, paths.failed_dir, reporter))
+        restraints=build_part_restraints(model, params, chosen, paths.failed_dir, reporter,
+                                         data_kind))
 
 
 def _force_field_topology_note(params, start):

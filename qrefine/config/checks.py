@@ -94,9 +94,10 @@ def check_parameters(params, data_kind):
     if part is None or part < 0:
         raise QRefineError("weights.part_atoms must be >= 0 (0: trials refine the whole "
                            "model), got %s" % part)
-    if params.ramachandran_restraints and params.restraints != "cctbx":
-        raise QRefineError("ramachandran_restraints=true is for restraints=cctbx; QM restraints "
-                           "need no (phi, psi) restraints")
+    scale = params.qm.ramachandran_scale
+    if scale is None or scale <= 0:
+        raise QRefineError("qm.ramachandran_scale must be > 0 kcal/mol per restraint unit, got "
+                           "%s (ramachandran_restraints=false switches the term off)" % scale)
     _check_adaptive(params.weights, data_kind, params.mode)
     check_parallel(params)
     if params.restraints == "qm":

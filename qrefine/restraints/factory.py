@@ -9,6 +9,7 @@ from qrefine.model import charges
 from qrefine.model.elements import symbol_of
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 from qrefine.restraints.clash import ClashRestraint
+from qrefine.restraints.ramachandran import RamachandranRestraint
 from qrefine.restraints.dual_level import DualLevelRestraints
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.restraints.qm import QMRestraints
@@ -79,17 +80,33 @@ def build_restraints(model, model_path, params, failed_dir, reporter=None, data_
     ``qm.low_level`` the QM source is wrapped in a
     :class:`~qrefine.restraints.dual_level.DualLevelRestraints`, and with
     ``qm.clash_restraint`` in a
-    :class:`~qrefine.restraints.clash.ClashRestraint`."""
-    return _with_clash_restraint(
+    :class:`~qrefine.restraints.clash.ClashRestraint`, with
+    ``ramachandran_restraints`` in a
+    :class:`~qrefine.restraints.ramachandran.RamachandranRestraint`."""
+    return _with_added_terms(
         _build_with_level(model, model_path, params, failed_dir, reporter, data_kind),
-        model, params)
+        model, params, data_kind)
 
 
-def _with_clash_restraint(source, model, params):
-    """``source`` with qm.clash_restraint's wall added, when it is set."""
-    weight = getattr(getattr(params, "qm", None), "clash_restraint", 0) or 0
-    if params.restraints == "qm" and weight > 0:
-        return ClashRestraint(source, model, weight)
+def uses_ramachandran(params, data_kind):
+    """Whether Ramachandran restraints are on: ``ramachandran_restraints``,
+    or with None (default) whenever the data are a map, as
+    phenix.real_space_refine has them."""
+    if params.ramachandran_restraints is None:
+        return data_kind == "map"
+    return bool(params.ramachandran_restraints)
+
+
+def _with_added_terms(source, model, params, data_kind):
+    """``source`` with qm.clash_restraint's wall and the Top8000
+    Ramachandran term (:func:`uses_ramachandran`) added, when they are on."""
+    if params.restraints != "qm":
+        return source
+    weight = params.qm.clash_restraint or 0
+    if weight > 0:
+        source = ClashRestraint(source, model, weight)
+    if uses_ramachandran(params, data_kind):
+        source = RamachandranRestraint(source, model, params.qm.ramachandran_scale)
     return source
 
 
@@ -167,12 +184,12 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
                         failed_dir=failed_dir)
 
 
-def build_part_restraints(model, params, part, failed_dir, reporter=None):
+def build_part_restraints(model, params, part, failed_dir, reporter=None, data_kind="map"):
     """QM restraints for weight trials that move only the residues ``part``
     (:mod:`qrefine.weights.part`): the fragments holding them, or the part
     as one fragment for a model otherwise computed whole.  None when the
     whole model's own restraint source serves (library restraints cost
-    milliseconds)."""
+    milliseconds).  ``data_kind``: the trials' data, always a map today."""
     if params.restraints != "qm":
         return None
     module = engines.engine_module(params.engine)
@@ -180,11 +197,11 @@ def build_part_restraints(model, params, part, failed_dir, reporter=None):
     backend, scheduler = check_parallel(params, clustered)
     # One fragment: computed in this process with nproc OpenMP threads
     # (limit_engine_threads) rather than by one busy worker of nproc.  The
-    # trials feel the same clash restraint as the final refinement.
-    return _with_clash_restraint(_fragment_restraints(
+    # trials feel the same added terms as the final refinement.
+    return _with_added_terms(_fragment_restraints(
         model, params, module, failed_dir, reporter, nproc=params.nproc if clustered else 1,
         backend=backend if clustered else "local", scheduler=scheduler, part=part,
-        part_as_one=not clustered), model, params)
+        part_as_one=not clustered), model, params, data_kind)
 
 
 def _fragment_restraints(model, params, module, failed_dir, reporter, **settings):
