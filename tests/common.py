@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from qrefine.restraints.base import RestraintSource
+
 
 def central_difference(func, x, indices, step=1e-4):
     """Numerical gradient of scalar ``func`` at the (atom, xyz) ``indices``."""
@@ -11,6 +13,24 @@ def central_difference(func, x, indices, step=1e-4):
         xm = x.copy(); xm[i, k] -= step
         out.append((func(xp) - func(xm)) / (2 * step))
     return np.array(out)
+
+class ZeroSource(RestraintSource):
+    """A restraint source of value 0 everywhere: what a wrapper adds, alone."""
+
+    def value_and_gradient(self, sites_cart):
+        return 0.0, np.zeros((len(sites_cart), 3))
+
+
+def added_term_value(source, x):
+    """The value of ``source``'s added term at ``x``, after checking that
+    value and gradient are its inner source's plus the term's."""
+    value, g = source.value_and_gradient(x)
+    inner_value, inner_g = source.inner.value_and_gradient(x)
+    term_value, term_g = source.term(x)
+    assert abs(value - (inner_value + term_value)) <= 1e-9 * max(1.0, abs(value))
+    assert np.allclose(g, inner_g + term_g)
+    return term_value
+
 
 def force_errors(atoms, calc, coordinates, h=1e-3):
     """|analytic force - central difference of the energy| (eV/A) for each

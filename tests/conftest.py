@@ -45,6 +45,14 @@ def helix_model(structures):
 
 
 @pytest.fixture(scope="module")
+def start_3j63(structures):
+    """The 3j63_A start model (1436 atoms, 89 residues), restraints built."""
+    from qrefine.model import io as model_io
+    path = os.path.join(structures, "cryo_em", "3j63_A", "3j63_A_box_complete.pdb")
+    return model_io.read_model(path)
+
+
+@pytest.fixture(scope="module")
 def map_3j63(structures):
     """(3j63_A with restraints, its map's RealSpaceTarget at 3.8 A); a module
     may move the model's sites only if it puts them back."""

@@ -11,27 +11,15 @@ import numpy as np
 import pytest
 from mmtbx.validation import ramalyze
 
+from common import ZeroSource, added_term_value
+
 from qrefine.config import phil as params_mod
 from qrefine.model import io as model_io
 from qrefine.restraints import ramachandran as rama
-from qrefine.restraints.base import RestraintSource
 from qrefine.restraints.clash import ClashRestraint
 from qrefine.restraints.factory import build_restraints
 from qrefine.restraints.qm import QMRestraints
 from qrefine.restraints.ramachandran import RamachandranRestraint
-
-
-class _Nothing(RestraintSource):
-    """A restraint source of value 0 everywhere: the added term alone."""
-
-    def value_and_gradient(self, sites_cart):
-        return 0.0, np.zeros((len(sites_cart), 3))
-
-
-@pytest.fixture(scope="module")
-def start_3j63(structures):
-    path = os.path.join(structures, "cryo_em", "3j63_A", "3j63_A_box_complete.pdb")
-    return model_io.read_model(path)
 
 
 def test_angles_and_classes_are_molprobitys(start_3j63):
@@ -49,7 +37,7 @@ def test_angles_and_classes_are_molprobitys(start_3j63):
 
 
 def test_gradient_is_the_derivative_of_the_value(start_3j63):
-    term = RamachandranRestraint(_Nothing(), start_3j63, 1.0)
+    term = RamachandranRestraint(ZeroSource(), start_3j63, 1.0)
     x = start_3j63.get_sites_cart().as_numpy_array()
     value, g = term.value_and_gradient(x)
     moving = np.flatnonzero(np.abs(g).sum(axis=1) > 0)
@@ -62,7 +50,7 @@ def test_gradient_is_the_derivative_of_the_value(start_3j63):
             xm[i, k] -= h
             fd = (term.value_and_gradient(xp)[0] - term.value_and_gradient(xm)[0]) / (2 * h)
             assert fd == pytest.approx(g[i, k], rel=1e-5, abs=1e-6)
-    half = RamachandranRestraint(_Nothing(), start_3j63, 0.5)
+    half = RamachandranRestraint(ZeroSource(), start_3j63, 0.5)
     v2, g2 = half.value_and_gradient(x)
     assert v2 == pytest.approx(0.5 * value) and np.allclose(g2, 0.5 * g)
 
@@ -85,7 +73,7 @@ def test_downhill_brings_outliers_back_into_allowed_regions(start_3j63):
     """Minimising the term alone moves the start's four Ramachandran
     outliers out of the outlier region."""
     from scipy.optimize import minimize
-    term = RamachandranRestraint(_Nothing(), start_3j63, 1.0)
+    term = RamachandranRestraint(ZeroSource(), start_3j63, 1.0)
     x0 = start_3j63.get_sites_cart().as_numpy_array()
     result = minimize(lambda f: term.value_and_gradient(f.reshape(-1, 3))[0], x0.ravel(),
                       jac=lambda f: term.value_and_gradient(f.reshape(-1, 3))[1].ravel(),
@@ -115,13 +103,7 @@ def test_qr_refine_adds_it_to_qm_restraints_after_the_clash_wall(structures, tmp
         assert isinstance(source.inner.inner, QMRestraints)
         assert "Top8000 Ramachandran term (11 residues, 0.5 kcal/mol" in source.describe()
         assert source.method == "GFN-FF" and not source.is_dual_level
-        x = model.get_sites_cart().as_numpy_array()
-        value, g = source.value_and_gradient(x)
-        inner_value, inner_g = source.inner.value_and_gradient(x)
-        rama_value, rama_g = source.term(x)
-        assert rama_value > 0
-        assert value == pytest.approx(inner_value + rama_value)
-        assert np.allclose(g, inner_g + rama_g)
+        assert added_term_value(source, model.get_sites_cart().as_numpy_array()) > 0
     finally:
         source.close()
     assert model.get_restraints_manager().geometry.ramachandran_manager is None
