@@ -15,6 +15,12 @@ this runs qr.refine on the Q|R start model and boxed map with
                 cycle), at the weight xtb_gfnff chose (--gfn2-weight to set it)
   xtb_gfn2_small  QM restraints, GFN2-xTB at every step through small
                 fragments (8 residues, 3.5 A), weight search, short cycles
+  xtb_gfnff_wall_short  GFN-FF with the clash restraint, a short protocol
+  xtb_gfnff_wall_rama  GFN-FF with the clash restraint and the Top8000
+                Ramachandran term at kT (what the QM rows of issue 16 use)
+  xtb_gfnff_wall_rama_short  the same with xtb_gfnff_wall_short's protocol
+The QM runs before xtb_gfnff_wall_rama switch the Ramachandran term off
+(ramachandran_restraints=false), as they ran before it was on by default.
 
 The Q|R runs used no Ramachandran restraints, so the tight and loose rows
 switch them off too.  Every model (start, qrefine, published) is validated
@@ -25,7 +31,8 @@ the Q|R README are added as "as published" rows.  For every run a
 qr.comparama plot (start -> refined) is written.
 
     python benchmarks/cryoem.py [--models 3j63_A] [--runs cctbx_tight cctbx_loose
-        cctbx_rama xtb_gfnff xtb_gfn2 xtb_gfn2_small xtb_gfnff_wall_short]
+        cctbx_rama xtb_gfnff xtb_gfn2 xtb_gfn2_small xtb_gfnff_wall_short
+        xtb_gfnff_wall_rama xtb_gfnff_wall_rama_short]
         [--gfn2-weight W] [--nproc 2] [--out DIR]
         [--report-only]
 
@@ -102,12 +109,14 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # GFN-FF runs on the whole model (0.4 s per gradient of 3j63_A).
         # (weights.part_atoms: trials on a 1000-atom part of models over
         # 2000 atoms, QM for the part alone)
-        return ["restraints=qm", "engine=xtb", "method=GFN-FF", "nproc=%d" % nproc]
+        return ["restraints=qm", "engine=xtb", "method=GFN-FF", "ramachandran_restraints=false",
+                "nproc=%d" % nproc]
     if name == "xtb_gfn2":
         # Dual level: one whole-model GFN2-xTB call per macro cycle, GFN-FF
         # steps in between, at the weight the GFN-FF run chose (a weight
         # search would cost two GFN2 calls per trial and cycle).
         return ["restraints=qm", "engine=xtb", "method=GFN2-xTB", "qm.clustering=false",
+                "ramachandran_restraints=false",
                 "qm.low_level=GFN-FF", "qm.low_level_cycles=25", "data_weight=%.4f" % gfn2_weight,
                 "nproc=%d" % nproc]
     if name == "xtb_gfn2_small":
@@ -115,7 +124,7 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # buffer: 47 CPU s a gradient on 3j63_A, RMS error 1.33 kcal/mol/A,
         # section 3) and a short protocol (one 20-iteration macro cycle a
         # trial, three in the final refinement), to fit in 2 h on 2 cores.
-        return ["restraints=qm", "engine=xtb", "method=GFN2-xTB",
+        return ["restraints=qm", "engine=xtb", "method=GFN2-xTB", "ramachandran_restraints=false",
                 "fragments.max_cluster_residues=8", "fragments.buffer=3.5",
                 "refine.max_iterations=20", "weights.trial_macro_cycles=1",
                 "refine.macro_cycles=3", "nproc=%d" % nproc]
@@ -126,6 +135,7 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # topology set-up): one 60-iteration macro cycle a trial, two in the
         # final refinement; trials two at a time with nproc=2.
         return ["restraints=qm", "engine=xtb", "method=GFN-FF", "qm.clash_restraint=100",
+                "ramachandran_restraints=false",
                 "refine.max_iterations=60", "weights.trial_macro_cycles=1",
                 "refine.macro_cycles=2", "nproc=%d" % nproc]
     if name == "xtb_gfnff_wall_rama":
