@@ -91,7 +91,7 @@ restraints_cif = None
   .help = "Restraint dictionaries (CIF) for ligands unknown to the monomer library."
 ramachandran_restraints = None
   .type = bool
-  .help = "cctbx (phi, psi) restraints from Top8000 (oldfield pull to the nearest favoured peak plus Emsley8k log-probability). With restraints=cctbx they join the library restraints; with restraints=qm they are added to the QM energy, scaled by qm.ramachandran_scale. None: on with a map (as phenix.real_space_refine), off with reflections or no data."
+  .help = "Top8000 Ramachandran restraints on (phi, psi). With restraints=cctbx: cctbx's (an oldfield pull to the nearest favoured peak plus Emsley8k). With restraints=qm: qm.ramachandran_scale x -ln(Top8000 density) per residue, added to the QM energy (exact gradient). None: on with a map (as phenix.real_space_refine), off with reflections or no data."
 use_neutron_distances = False
   .type = bool
   .help = "Use nuclear X-H distances in library restraints (for models built that way)."
@@ -199,7 +199,7 @@ qm {
     .help = "Force constant (kcal/mol/A^2) of a harmonic wall added to the QM restraints on atom pairs whose van der Waals spheres overlap by more than 0.3 A (MolProbity's clash line is 0.4 A; pairs more than three bonds apart, polar-H H-bonds excepted). GFN-FF and GFN2-xTB hold aliphatic C-H...O contacts at 2.1-2.2 A, clashes to MolProbity (3j63_A, GFN-FF: clashscore 20). 0: off."
   ramachandran_scale = 0.6
     .type = float
-    .help = "With restraints=qm and ramachandran_restraints=true: kcal/mol per unit of -ln(Top8000 density) added for each residue's (phi, psi). 0.6 is kT at 298 K, a Boltzmann inversion of the Top8000 distribution (3j63_A, GFN-FF with qm.clash_restraint=100: Rama-Z -0.78, 100 % favored; 2.0 over-tightens to Rama-Z +4.0; without the term -4.2)."
+    .help = "With restraints=qm and the Ramachandran restraints on: kcal/mol per unit of -ln(Top8000 density) added for each residue's (phi, psi). 0.6 is kT at 298 K, a Boltzmann inversion of the Top8000 distribution (3j63_A, GFN-FF with qm.clash_restraint=100: Rama-Z -0.78, 100 % favored; 2.0 over-tightens to Rama-Z +4.0; without the term -4.2)."
 }
 fragments {
   clustering_above = 1000
