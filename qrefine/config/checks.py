@@ -96,7 +96,7 @@ def check_parameters(params, data_kind):
                            "model), got %s" % part)
     scale = params.qm.ramachandran_scale
     if scale is None or scale <= 0:
-        raise QRefineError("qm.ramachandran_scale must be > 0 kcal/mol per restraint unit, got "
+        raise QRefineError("qm.ramachandran_scale must be > 0 kcal/mol (default 0.6, kT), got "
                            "%s (ramachandran_restraints=false switches the term off)" % scale)
     _check_adaptive(params.weights, data_kind, params.mode)
     check_parallel(params)

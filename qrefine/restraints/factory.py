@@ -9,10 +9,10 @@ from qrefine.model import charges
 from qrefine.model.elements import symbol_of
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
 from qrefine.restraints.clash import ClashRestraint
-from qrefine.restraints.ramachandran import RamachandranRestraint
 from qrefine.restraints.dual_level import DualLevelRestraints
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.restraints.qm import QMRestraints
+from qrefine.restraints.ramachandran import RamachandranRestraint
 from qrefine.restraints.symmetry import SymmetryQMRestraints, model_environment
 
 

@@ -36,10 +36,11 @@ from scipy.interpolate import RectBivariateSpline
 from qrefine.errors import QRefineError
 from qrefine.restraints.added import AddedTerm
 
-# Density below which every (phi, psi) costs the same: under MolProbity's
-# outlier line for all classes (general 0.0005, the others 0.001-0.002), so
-# the term pulls an outlier no further than the allowed region's edge...
-# and keeps the energy finite where no Top8000 residue lies.
+# Density (peak 1) below which every (phi, psi) costs about the same,
+# -ln(1e-4) = 9.2 scale units: under MolProbity's outlier contours of every
+# class (0.0005 for general residues, up to 0.002), so the slope reaches as
+# far into the outlier region as Top8000 residues do, and the energy stays
+# finite where none lie.
 FLOOR = 1e-4
 TABLES = {
     "general": "rama8000-general-noGPIVpreP.data",
