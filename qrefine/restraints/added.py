@@ -7,6 +7,8 @@ to the QM source through this wrapper, and only value and gradient gain
 the term.
 """
 
+import abc
+
 import numpy as np
 
 from qrefine.restraints.base import RestraintSource
@@ -19,13 +21,13 @@ class AddedTerm(RestraintSource):
     def __init__(self, inner):
         self.inner = inner
 
+    @abc.abstractmethod
     def term(self, sites_cart):
         """(value, gradient (N, 3)) of the added term alone, kcal/mol."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe_term(self):
         """What the term is, for the log line after the inner source's."""
-        raise NotImplementedError
 
     # -- the RestraintSource seam: the inner source's, plus the term --------
     @property
