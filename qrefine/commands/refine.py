@@ -129,9 +129,10 @@ def run(params, files, paths, reporter, argv=()):
     rama = uses_ramachandran(params, data_kind)
     # With QM the term is added to the QM source (restraints.ramachandran);
     # the library restraints, which validation uses, stay without it.
+    library_rama = rama and params.restraints == "cctbx"
     model = model_io.read_model(model_path, restraint_cifs=params.restraints_cif,
                                 use_neutron_distances=params.use_neutron_distances,
-                                ramachandran_restraints=rama and params.restraints == "cctbx")
+                                ramachandran_restraints=library_rama)
     if model_io.all_occupancies_zero(model):
         # cctbx's scaling divides by the model's scattering (exit 2 on
         # "Zero denominator"), and a map fit goes nowhere with CC 0.
@@ -140,7 +141,7 @@ def run(params, files, paths, reporter, argv=()):
                                "explains none of %s; set the occupancies (e.g. to 1.00) and "
                                "rerun" % (model_path, model.get_number_of_atoms(), data_path))
         notes.append("all atoms have occupancy 0 (left as they are: only data need them)")
-    if rama and params.restraints == "cctbx":
+    if library_rama:
         notes.append("cctbx Ramachandran restraints on (ramachandran_restraints=false "
                      "switches them off)")
     reporter.info("model: %s (%d atoms, %d H)" % (
