@@ -20,7 +20,9 @@ this runs qr.refine on the Q|R start model and boxed map with
                 Ramachandran term at kT (what the QM rows of issue 16 use)
   xtb_gfnff_wall_rama_short  the same with xtb_gfnff_wall_short's protocol
 The QM runs before xtb_gfnff_wall_rama switch the Ramachandran term off
-(ramachandran_restraints=false), as they ran before it was on by default.
+(ramachandran_restraints=false), and those without "wall" in their name the
+clash restraint (qm.clash_restraint=0), as they ran before both were on by
+default with maps.
 
 The Q|R runs used no Ramachandran restraints, so the tight and loose rows
 switch them off too.  Every model (start, qrefine, published) is validated
@@ -110,13 +112,13 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # (weights.part_atoms: trials on a 1000-atom part of models over
         # 2000 atoms, QM for the part alone)
         return ["restraints=qm", "engine=xtb", "method=GFN-FF", "ramachandran_restraints=false",
-                "nproc=%d" % nproc]
+                "qm.clash_restraint=0", "nproc=%d" % nproc]
     if name == "xtb_gfn2":
         # Dual level: one whole-model GFN2-xTB call per macro cycle, GFN-FF
         # steps in between, at the weight the GFN-FF run chose (a weight
         # search would cost two GFN2 calls per trial and cycle).
         return ["restraints=qm", "engine=xtb", "method=GFN2-xTB", "qm.clustering=false",
-                "ramachandran_restraints=false",
+                "ramachandran_restraints=false", "qm.clash_restraint=0",
                 "qm.low_level=GFN-FF", "qm.low_level_cycles=25", "data_weight=%.4f" % gfn2_weight,
                 "nproc=%d" % nproc]
     if name == "xtb_gfn2_small":
@@ -125,7 +127,7 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # section 3) and a short protocol (one 20-iteration macro cycle a
         # trial, three in the final refinement), to fit in 2 h on 2 cores.
         return ["restraints=qm", "engine=xtb", "method=GFN2-xTB", "ramachandran_restraints=false",
-                "fragments.max_cluster_residues=8", "fragments.buffer=3.5",
+                "qm.clash_restraint=0", "fragments.max_cluster_residues=8", "fragments.buffer=3.5",
                 "refine.max_iterations=20", "weights.trial_macro_cycles=1",
                 "refine.macro_cycles=3", "nproc=%d" % nproc]
     if name == "xtb_gfnff_wall_short":

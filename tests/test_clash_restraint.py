@@ -112,17 +112,45 @@ def test_qr_refine_adds_it_to_qm_restraints_only(helix_model, structures, tmp_pa
                           ClashRestraint)
 
 
+def test_on_by_default_with_a_map_only(structures, tmp_path):
+    """qm.clash_restraint=None (default): the wall, at 100 kcal/mol/A^2,
+    joins QM restraints with a map, as the Ramachandran term does; not with
+    reflections or no data.  0 switches it off, a value switches it on for
+    any data."""
+    from qrefine.restraints.factory import clash_weight
+    path = os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb")
+    model = model_io.read_model(path)
+    qm = ["restraints=qm", "engine=xtb", "method=GFN-FF", "ramachandran_restraints=false"]
+    default, _ = params_mod.parse(qm)
+    off, _ = params_mod.parse(qm + ["qm.clash_restraint=0"])
+    set50, _ = params_mod.parse(qm + ["qm.clash_restraint=50"])
+    library, _ = params_mod.parse([])
+    assert default.qm.clash_restraint is None
+    for p, data_kind, wanted in [(default, "map", 100.0), (default, "reflections", 0.0),
+                                 (default, None, 0.0), (off, "map", 0.0),
+                                 (set50, "reflections", 50.0), (library, "map", 0.0)]:
+        assert clash_weight(p, data_kind) == wanted, (data_kind, wanted)
+        if p is library:
+            continue
+        source = build_restraints(model, path, p, str(tmp_path), data_kind=data_kind)
+        try:
+            assert isinstance(source, ClashRestraint) is (wanted > 0), (data_kind, wanted)
+            if wanted:
+                assert source.weight == wanted
+        finally:
+            source.close()
+
+
 def test_weight_trials_on_a_part_feel_the_same_terms(structures, tmp_path):
     """weights.part_atoms (maps only): the part's QM restraints carry the
-    clash restraint and the map's default Ramachandran term too, so trials
-    and the final refinement minimise one target."""
+    map's default clash restraint and Ramachandran term too, so trials and
+    the final refinement minimise one target."""
     from qrefine.restraints.factory import build_part_restraints
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
     from qrefine.restraints.ramachandran import RamachandranRestraint
     path = os.path.join(structures, "xray", "1us0_helix", "a87_99_h.pdb")
     model = model_io.read_model(path)
-    p, _ = params_mod.parse(["restraints=qm", "engine=xtb", "method=GFN-FF",
-                             "qm.clash_restraint=50"])
+    p, _ = params_mod.parse(["restraints=qm", "engine=xtb", "method=GFN-FF"])
     source = build_part_restraints(model, p, [0, 1, 2], str(tmp_path))
     try:
         assert isinstance(source, RamachandranRestraint)

@@ -28,8 +28,8 @@ from qrefine.refine.checkpoint import file_sha256, fingerprint
 from qrefine.refine.protocol import fits_rotamers, parallel_trials, run_protocol
 from qrefine.refine.rotamers import fit_rotamer_outliers
 from qrefine.restraints.clash import ONSET as CLASH_ONSET
-from qrefine.restraints.factory import (build_part_restraints, build_restraints, expands_symmetry,
-                                       uses_ramachandran)
+from qrefine.restraints.factory import (build_part_restraints, build_restraints, clash_weight,
+                                       expands_symmetry, uses_ramachandran)
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.validation import validate
 from qrefine.validation.hbonds import count_intercopy_hbonds
@@ -177,9 +177,10 @@ def run(params, files, paths, reporter, argv=()):
         reporter.info("QM restraints: engine %s, method %s, charge %d, multiplicity %d, "
                       "whole model" % (params.engine, restraints.method, restraints.charge,
                                        restraints.multiplicity))
-    if params.restraints == "qm" and params.qm.clash_restraint:
+    wall = clash_weight(params, data_kind)
+    if wall:
         reporter.info("clash restraint: %g kcal/mol/A^2 on atom pairs overlapping by more than "
-                      "%.1f A (qm.clash_restraint)" % (params.qm.clash_restraint, CLASH_ONSET))
+                      "%.1f A (qm.clash_restraint)" % (wall, CLASH_ONSET))
     if params.restraints == "qm" and rama:
         reporter.info("Ramachandran restraints: %g kcal/mol x -ln(Top8000 density) per residue "
                       "added to the QM energy (qm.ramachandran_scale)"

@@ -84,7 +84,7 @@ def check_parameters(params, data_kind):
     if rise is not None and rise < 0:
         raise QRefineError("weights.max_r_free_rise must be >= 0, got %s" % rise)
     wall = params.qm.clash_restraint
-    if wall is None or wall < 0:
+    if wall is not None and wall < 0:
         raise QRefineError("qm.clash_restraint must be >= 0 kcal/mol/A^2 (0: off), got %s"
                            % wall)
     if wall and params.restraints != "qm":

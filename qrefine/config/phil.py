@@ -194,9 +194,9 @@ qm {
   low_level_iterations = 100
     .type = int
     .help = "With qm.low_level: most GFN-FF L-BFGS iterations per macro cycle (each cycle also stays within a trust region around its QM call)."
-  clash_restraint = 0
+  clash_restraint = None
     .type = float
-    .help = "Force constant (kcal/mol/A^2) of a harmonic wall added to the QM restraints on atom pairs whose van der Waals spheres overlap by more than 0.3 A (MolProbity's clash line is 0.4 A; pairs more than three bonds apart, polar-H H-bonds excepted). GFN-FF and GFN2-xTB hold aliphatic C-H...O contacts at 2.1-2.2 A, clashes to MolProbity (3j63_A, GFN-FF: clashscore 20). 0: off."
+    .help = "Force constant (kcal/mol/A^2) of a harmonic wall added to the QM restraints on atom pairs whose van der Waals spheres overlap by more than 0.3 A (MolProbity's clash line is 0.4 A; pairs more than three bonds apart, polar-H H-bonds excepted). GFN-FF and GFN2-xTB hold aliphatic C-H...O contacts at 2.1-2.2 A, clashes to MolProbity (3j63_A, GFN-FF: clashscore 20; with 100: 0.0). None: 100 with a map (as the Ramachandran term), off with reflections and with no data. 0: off."
   ramachandran_scale = 0.6
     .type = float
     .help = "With restraints=qm and the Ramachandran restraints on: kcal/mol per unit of -ln(Top8000 density) added for each residue's (phi, psi). 0.6 is kT at 298 K, a Boltzmann inversion of the Top8000 distribution (3j63_A, GFN-FF with qm.clash_restraint=100: Rama-Z -0.78, 100 % favored; 2.0 over-tightens to Rama-Z +4.0; without the term -4.2)."

@@ -28,6 +28,10 @@ from qrefine.restraints.added import AddedTerm
 # The wall starts where two spheres overlap by this much (A): 0.1 A before
 # MolProbity's clash line (0.4 A), so that a minimised pair ends outside it.
 ONSET = 0.3
+# qm.clash_restraint=None with a map: the force constant (kcal/mol/A^2) that
+# took 3j63_A's GFN-FF clashscore from 20.2 to 0.0 and 5fn5_C's to 0.3-0.5
+# (benchmarks/README.md section 2, "The QM clash restraint").
+MAP_DEFAULT_WEIGHT = 100.0
 POLAR_H_RADIUS = 1.05
 CARBONYL_C_RADIUS = 1.65
 

@@ -8,7 +8,7 @@ from qrefine.errors import QRefineError
 from qrefine.model import charges
 from qrefine.model.elements import symbol_of
 from qrefine.restraints.cctbx_geometry import CctbxGeometry
-from qrefine.restraints.clash import ClashRestraint
+from qrefine.restraints.clash import MAP_DEFAULT_WEIGHT, ClashRestraint
 from qrefine.restraints.dual_level import DualLevelRestraints
 from qrefine.restraints.fragment_qm import FragmentQMRestraints
 from qrefine.restraints.qm import QMRestraints
@@ -97,12 +97,24 @@ def uses_ramachandran(params, data_kind):
     return bool(params.ramachandran_restraints)
 
 
+def clash_weight(params, data_kind):
+    """The QM clash wall's force constant (kcal/mol/A^2; 0: off):
+    ``qm.clash_restraint``, or with None (default) MAP_DEFAULT_WEIGHT
+    whenever the data are a map, as with the Ramachandran term, else 0.
+    Library restraints never get it."""
+    if params.restraints != "qm":
+        return 0.0
+    if params.qm.clash_restraint is None:
+        return MAP_DEFAULT_WEIGHT if data_kind == "map" else 0.0
+    return float(params.qm.clash_restraint)
+
+
 def _with_added_terms(source, model, params, data_kind):
-    """``source`` with qm.clash_restraint's wall and the Top8000
+    """``source`` with the clash wall (:func:`clash_weight`) and the Top8000
     Ramachandran term (:func:`uses_ramachandran`) added, when they are on."""
     if params.restraints != "qm":
         return source
-    weight = params.qm.clash_restraint or 0
+    weight = clash_weight(params, data_kind)
     if weight > 0:
         source = ClashRestraint(source, model, weight)
     if uses_ramachandran(params, data_kind):
