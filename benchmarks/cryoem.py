@@ -19,6 +19,7 @@ this runs qr.refine on the Q|R start model and boxed map with
   xtb_gfnff_wall_rama  GFN-FF with the clash restraint and the Top8000
                 Ramachandran term at kT (what the QM rows of issue 16 use)
   xtb_gfnff_wall_rama_short  the same with xtb_gfnff_wall_short's protocol
+                (the defaults of qr.refine restraints=qm with a map)
 The QM runs before xtb_gfnff_wall_rama switch the Ramachandran term off
 (ramachandran_restraints=false), and those without "wall" in their name the
 clash restraint (qm.clash_restraint=0), as they ran before both were on by
@@ -94,6 +95,13 @@ COLUMNS = [("bond_rmsd", "bond", "%.3f"), ("angle_rmsd", "angle", "%.2f"),
            ("hbonds", "H-bonds", "%d")]
 
 
+# The refinement lengths the QM runs before 2026-12-07's map defaults had
+# (refine.max_iterations, weights.trial_macro_cycles, refine.macro_cycles;
+# QM with a map now defaults to 60 / 1 / 2): their rows keep their meaning.
+LONG_PROTOCOL = ["refine.max_iterations=100", "weights.trial_macro_cycles=2",
+                 "refine.macro_cycles=5"]
+
+
 def run_arguments(name, spec, nproc, gfn2_weight=None):
     """qr.refine key=value arguments of one named run."""
     if name == "cctbx_tight":
@@ -112,7 +120,7 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # (weights.part_atoms: trials on a 1000-atom part of models over
         # 2000 atoms, QM for the part alone)
         return ["restraints=qm", "engine=xtb", "method=GFN-FF", "ramachandran_restraints=false",
-                "qm.clash_restraint=0", "nproc=%d" % nproc]
+                "qm.clash_restraint=0", "nproc=%d" % nproc] + LONG_PROTOCOL
     if name == "xtb_gfn2":
         # Dual level: one whole-model GFN2-xTB call per macro cycle, GFN-FF
         # steps in between, at the weight the GFN-FF run chose (a weight
@@ -145,10 +153,12 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # at kT (section 2, "The QM Ramachandran term"), default protocol.
         return ["restraints=qm", "engine=xtb", "method=GFN-FF", "qm.clash_restraint=100",
                 "ramachandran_restraints=true", "qm.ramachandran_scale=0.6",
-                "nproc=%d" % nproc]
+                "nproc=%d" % nproc] + LONG_PROTOCOL
     if name == "xtb_gfnff_wall_rama_short":
-        # The same terms with xtb_gfnff_wall_short's protocol, for 5fn5_C.
-        return run_arguments("xtb_gfnff_wall_rama", spec, nproc) + [
+        # The same terms with xtb_gfnff_wall_short's protocol, for 5fn5_C
+        # (since 2026-12-07 the defaults of QM with a map: this run is
+        # qr.refine's default GFN-FF run with a map).
+        return run_arguments("xtb_gfnff_wall_rama", spec, nproc)[:-len(LONG_PROTOCOL)] + [
             "refine.max_iterations=60", "weights.trial_macro_cycles=1", "refine.macro_cycles=2"]
     raise SystemExit("unknown run %r" % name)
 

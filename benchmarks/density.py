@@ -42,9 +42,11 @@ TARGETS = ["cctbx", "cc", "inner_product", "relative_entropy"]
 PROTOCOLS = ["search", "adaptive"]
 RESTRAINTS = {"cctbx": ["restraints=cctbx"],
               # as measured in section 5, before the map defaults of the QM
-              # clash wall and Ramachandran term
+              # clash wall, Ramachandran term and refinement lengths
               "gfnff": ["restraints=qm", "engine=xtb", "method=GFN-FF", "nproc=1",
-                        "qm.clash_restraint=0", "ramachandran_restraints=false"]}
+                        "qm.clash_restraint=0", "ramachandran_restraints=false",
+                        "refine.max_iterations=100", "weights.trial_macro_cycles=2",
+                        "refine.macro_cycles=5"]}
 RESOLUTION = 2.0
 VOXEL = 1.0
 MARGIN = 12.0

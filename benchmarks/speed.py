@@ -13,8 +13,16 @@ cctbx gradient.
 Part 3: the wall time of each whole refinement of the other benchmarks
 (helix.py, cryoem.py), read from their results JSON when present.
 
+Part 4 (--default-runs): complete ``qr.refine`` runs at the defaults, weight
+search included, of a 2,400-atom cryo-EM model (3j06 at 3.3 A, prepared by
+``qr.finalise``, which keeps one of its two altlocs): ``restraints=cctbx``
+and ``restraints=qm engine=xtb method=GFN-FF``, with --nproc cores, wall
+time and the refined model's validation.  Runs are cached under --out
+(delete ``default_3j06/<run>_summary.json`` to redo one).
+
     python benchmarks/speed.py [--methods GFN-FF GFN2-xTB] [--nproc 2]
         [--scaling-models 3j63 3j06 5fn5 3j8x_K 3j8x_A 5ly6 1oed] [--skip-scaling]
+        [--skip-gradients] [--default-runs]
 
 Prints markdown tables and writes them with speed_scaling.png under --out
 (default benchmarks/results/speed).  Cores: --nproc (fragment processes;
@@ -24,6 +32,8 @@ the whole-model xtb gets the same number of OpenMP threads).
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 import qrefine  # noqa: F401  (loads cctbx first)
@@ -178,6 +188,71 @@ def refinement_table(args):
     return lines
 
 
+DEFAULT_MODEL = "structures/cryo_em/3j06/3j06_no_ligand_box_complete.pdb"
+DEFAULT_MAP = "structures/cryo_em/3j06/3j06_no_ligand_box.ccp4"
+DEFAULT_RESOLUTION = 3.3
+DEFAULT_RUNS = {"cctbx": ["restraints=cctbx"],
+                "gfnff": ["restraints=qm", "engine=xtb", "method=GFN-FF"]}
+DEFAULT_COLUMNS = [("clashscore", "clash", "%.1f"), ("rama_outliers", "Rama out %", "%.2f"),
+                   ("rama_favored", "Rama fav %", "%.2f"),
+                   ("rotamer_outliers", "rota out %", "%.2f"), ("rama_z_whole", "Rama-Z", "%.2f"),
+                   ("cc_mask", "CC_mask", "%.4f"), ("hbonds", "H-bonds", "%d")]
+
+
+def default_runs_table(args):
+    """Part 4: complete default refinements of 3j06, timed."""
+    out = os.path.join(args.out, "default_3j06")
+    os.makedirs(out, exist_ok=True)
+    bindir = os.path.dirname(sys.executable)
+    chem = "chem_data=%s" % os.path.join(DATA, "chem_data")
+    model = os.path.join(out, "3j06_complete.pdb")
+    if not os.path.exists(model):
+        subprocess.run([os.path.join(bindir, "qr.finalise"), os.path.join(DATA, DEFAULT_MODEL),
+                        chem, "output.dir=%s" % out, "output.prefix=3j06"],
+                       check=True, capture_output=True)
+    rows = []
+    for name, extra in DEFAULT_RUNS.items():
+        summary_path = os.path.join(out, name + "_summary.json")
+        wall_path = os.path.join(out, name + "_wall.json")
+        if not os.path.exists(summary_path):
+            t0 = time.time()
+            r = subprocess.run([os.path.join(bindir, "qr.refine"), model,
+                                os.path.join(DATA, DEFAULT_MAP),
+                                "resolution=%g" % DEFAULT_RESOLUTION, chem,
+                                "output.dir=%s" % out, "output.prefix=%s" % name,
+                                "nproc=%d" % args.nproc] + extra,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                rows.append((name, None, None, (r.stderr.strip().splitlines() or ["failed"])[-1]))
+                continue
+            with open(wall_path, "w") as f:
+                json.dump({"wall_s": time.time() - t0, "nproc": args.nproc}, f)
+        summary = json.load(open(summary_path))
+        wall = json.load(open(wall_path)) if os.path.exists(wall_path) else {}
+        rows.append((name, summary, wall, None))
+    lines = ["Complete default refinements of 3j06 (2403 atoms after qr.finalise, 3.3 A), "
+             "weight search included", "",
+             "| run | cores | wall s | trials | weight | " +
+             " | ".join(c[1] for c in DEFAULT_COLUMNS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(DEFAULT_COLUMNS)]
+    for name, summary, wall, error in rows:
+        if error:
+            lines.append("| %s | failed: %s |" % (name, error))
+            continue
+        if name == rows[0][0]:
+            lines.append("| start | | | | | " + _metric_cells(summary["start"]) + " |")
+        lines.append("| %s | %s | %.0f | %d | %.4g | %s |" % (
+            " ".join(DEFAULT_RUNS[name]), wall.get("nproc", ""),
+            wall.get("wall_s", summary["timings"]["total_s"]), len(summary["weight_search"]),
+            summary["chosen_weight"] or 0.0, _metric_cells(summary["final"])))
+    return lines
+
+
+def _metric_cells(metrics):
+    return " | ".join("" if metrics.get(k) is None else fmt % metrics[k]
+                      for k, _, fmt in DEFAULT_COLUMNS)
+
+
 def _helix_runs(results):
     """{method: [wall seconds]} from helix_results.json."""
     runs = {}
@@ -194,17 +269,23 @@ def main():
     ap.add_argument("--scaling-models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--skip-gradients", action="store_true",
+                    help="leave out parts 1 and 2 (the gradient tables)")
+    ap.add_argument("--default-runs", action="store_true",
+                    help="part 4: complete default refinements of 3j06 (minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "speed"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     # The whole-model xtb runs in this process: give it --nproc threads.
     os.environ.setdefault("OMP_NUM_THREADS", str(args.nproc))
-    gradient_lines = gradient_table(args)
+    gradient_lines = [] if args.skip_gradients else gradient_table(args)
     print("\n".join(gradient_lines), flush=True)
     lines = list(gradient_lines)
-    if not args.skip_scaling:
+    if not args.skip_scaling and not args.skip_gradients:
         lines += [""] + scaling_table(args)
     lines += [""] + refinement_table(args)
+    if args.default_runs:
+        lines += [""] + default_runs_table(args)
     text = "\n".join(lines)
     print("\n".join(lines[len(gradient_lines):]))
     with open(os.path.join(args.out, "speed_tables.md"), "w") as f:

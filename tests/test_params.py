@@ -58,7 +58,7 @@ def test_round_trip_as_phil(tmp_path):
     q, _ = params.parse([str(f)])
     assert q.data_weight == 2.5 and q.mode == "opt"
     d = params.as_dict(q)
-    assert d["data_weight"] == 2.5 and d["refine.macro_cycles"] == 5
+    assert d["data_weight"] == 2.5 and d["refine.macro_cycles"] is None
 
 
 def test_missing_params_file_is_named(tmp_path):
@@ -115,6 +115,9 @@ def test_every_file_independent_check_runs_before_any_file_is_read(tmp_path):
         ([missing], ["weights.part_atoms=-1"], "part_atoms must be >= 0"),
         ([missing], ["qm.clash_restraint=-5"], "clash_restraint must be >= 0"),
         ([missing], ["qm.clash_restraint=50"], "only used with restraints=qm"),
+        ([missing], ["refine.macro_cycles=0"], "refine.macro_cycles must be >= 1"),
+        ([missing], ["refine.max_iterations=0"], "refine.max_iterations must be >= 1"),
+        ([missing], ["weights.trial_macro_cycles=0"], "trial_macro_cycles must be >= 1"),
     ]
     for files, settings, message in cases:
         p, _ = params.parse(settings)
@@ -122,3 +125,24 @@ def test_every_file_independent_check_runs_before_any_file_is_read(tmp_path):
             check_refine(p, files)
     p, _ = params.parse(["restraints=qm", "engine=xtb", "method=GFN2-xTB"])
     assert check_refine(p, [missing, "m.mtz"]) == (missing, "m.mtz", "reflections")
+
+
+def test_refinement_lengths_default_by_restraints_data_and_size():
+    """refine.max_iterations, refine.macro_cycles and
+    weights.trial_macro_cycles: None takes 100 / 5 / 2, or 60 / 2 / 1 for
+    QM restraints with a map on more than 2000 atoms; a given value always
+    wins."""
+    from qrefine.refine.protocol import lengths
+    qm = ["restraints=qm", "engine=xtb", "method=GFN-FF"]
+    for settings, data_kind, n_atoms, wanted in [
+            ([], "map", 5000, (100, 5, 2)), ([], "reflections", 5000, (100, 5, 2)),
+            (qm, "map", 2001, (60, 2, 1)), (qm, "map", 2000, (100, 5, 2)),
+            (qm, "reflections", 5000, (100, 5, 2)), (qm, None, 5000, (100, 5, 2)),
+            (qm + ["refine.max_iterations=30"], "map", 5000, (30, 2, 1)),
+            (qm + ["refine.macro_cycles=4", "weights.trial_macro_cycles=3"], "map", 5000,
+             (60, 4, 3)),
+            (["refine.macro_cycles=1"], None, 100, (100, 1, 2))]:
+        p, _ = params.parse(settings)
+        got = lengths(p, data_kind, n_atoms)
+        assert (got.max_iterations, got.macro_cycles, got.trial_macro_cycles) == wanted, \
+            (settings, data_kind, n_atoms)

@@ -25,7 +25,7 @@ from qrefine.model import chem_data
 from qrefine.model import io as model_io
 from qrefine.outputs import write_model
 from qrefine.refine.checkpoint import file_sha256, fingerprint
-from qrefine.refine.protocol import fits_rotamers, parallel_trials, run_protocol
+from qrefine.refine.protocol import fits_rotamers, lengths, parallel_trials, run_protocol
 from qrefine.refine.rotamers import fit_rotamer_outliers
 from qrefine.restraints.clash import ONSET as CLASH_ONSET
 from qrefine.restraints.factory import (build_part_restraints, build_restraints, clash_weight,
@@ -221,6 +221,12 @@ def run(params, files, paths, reporter, argv=()):
 
     t = time.time()
     parameters = params_mod.as_dict(params)
+    # The summary (and the checkpoint's fingerprint) record the refinement
+    # lengths used, not None: a run given them explicitly is the same run.
+    length = lengths(params, data_kind, model.get_number_of_atoms())
+    parameters.update({"refine.max_iterations": length.max_iterations,
+                       "refine.macro_cycles": length.macro_cycles,
+                       "weights.trial_macro_cycles": length.trial_macro_cycles})
     inputs = {"model": model_path, "data": data_path}
     inputs.update(("restraints_cif %s" % os.path.basename(c), c)
                   for c in (params.restraints_cif or []))

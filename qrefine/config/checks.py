@@ -68,8 +68,11 @@ def check_parameters(params, data_kind):
         raise QRefineError("data_weight=%s must be positive" % params.data_weight)
     if params.data_weight_scale is not None and params.data_weight_scale <= 0:
         raise QRefineError("data_weight_scale=%s must be positive" % params.data_weight_scale)
-    if params.refine.macro_cycles < 1 or params.refine.max_iterations < 1:
-        raise QRefineError("refine.macro_cycles and refine.max_iterations must be >= 1")
+    for name, value in (("refine.macro_cycles", params.refine.macro_cycles),
+                        ("refine.max_iterations", params.refine.max_iterations),
+                        ("weights.trial_macro_cycles", params.weights.trial_macro_cycles)):
+        if value is not None and value < 1:
+            raise QRefineError("%s must be >= 1, got %s" % (name, value))
     if params.nproc < 1:
         raise QRefineError("nproc=%d must be >= 1" % params.nproc)
     if params.refine.max_step is not None and not params.refine.max_step > 0:

@@ -114,9 +114,9 @@ weights {
   grid_above = 4
     .type = int
     .help = "Number of grid weights above the gradient-norm ratio."
-  trial_macro_cycles = 2
+  trial_macro_cycles = None
     .type = int
-    .help = "Macro cycles of each trial refinement."
+    .help = "Macro cycles of each trial refinement.  None: 2, or 1 with QM restraints and a map on a model of more than 2000 atoms (see refine.max_iterations)."
   max_bond_rmsd = None
     .type = float
     .help = "Bond RMSD limit (A, non-H); None: 0.025 (d<=2 A), 0.02 (d<=3 A), 0.015 (lower resolution)."
@@ -262,12 +262,12 @@ r_free_flags {
     .help = "Label of the R-free flag array; None picks it automatically."
 }
 refine {
-  macro_cycles = 5
+  macro_cycles = None
     .type = int
-    .help = "Number of macro cycles (scales and weight are updated between them)."
-  max_iterations = 100
+    .help = "Number of macro cycles (scales and weight are updated between them).  None: 5, or 2 with QM restraints and a map on a model of more than 2000 atoms (see refine.max_iterations)."
+  max_iterations = None
     .type = int
-    .help = "Maximum L-BFGS iterations per macro cycle."
+    .help = "Maximum L-BFGS iterations per macro cycle.  None: 100, or 60 with QM restraints and a map on a model of more than 2000 atoms (H included), where each weight trial is then 1 macro cycle and the final refinement 2.  Why: a QM gradient costs seconds there and grows faster than the atom count; at these lengths 5fn5_C (3787 atoms, GFN-FF) met the Q|R comparison in 33 min on 2 cores.  On 3j63_A (1436 atoms) the full lengths take 8 min and choose a better weight (benchmarks/README.md section 2, 'The refinement lengths of QM with a map')."
   convergence_tolerance = 1e-5
     .type = float
     .help = "Relative change of the target below which L-BFGS stops."

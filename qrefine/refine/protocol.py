@@ -74,6 +74,42 @@ def gradient_tolerance(params):
     return params.refine.gradient_tolerance
 
 
+@dataclass(frozen=True)
+class Lengths:
+    """How long the refinements run: L-BFGS iterations per macro cycle,
+    macro cycles of the final refinement and of each weight trial."""
+    max_iterations: int
+    macro_cycles: int
+    trial_macro_cycles: int
+
+
+# The defaults, and the shorter ones of QM restraints with a map on a model
+# of more than SHORT_QM_ABOVE atoms.  Why shorter there: a QM gradient
+# costs seconds (GFN-FF, one thread: 0.56 s on 1436 atoms, 7 s on 3787)
+# and grows faster than the atom count; at these lengths 5fn5_C (3787
+# atoms) met the Q|R comparison in 33 min on 2 cores.  Why not on small
+# models: on 3j63_A (1436 atoms) the default lengths take 7.6 min and their
+# longer trials stop the search at a lower weight (Rama favored 100 %
+# against 98.9 %) (benchmarks/README.md section 2, "The refinement lengths
+# of QM with a map").
+DEFAULT_LENGTHS = Lengths(max_iterations=100, macro_cycles=5, trial_macro_cycles=2)
+QM_MAP_LENGTHS = Lengths(max_iterations=60, macro_cycles=2, trial_macro_cycles=1)
+SHORT_QM_ABOVE = 2000
+
+
+def lengths(params, data_kind, n_atoms):
+    """refine.max_iterations, refine.macro_cycles and
+    weights.trial_macro_cycles, each where None from the defaults for the
+    restraints, the data (``data_kind``: "map", "reflections" or None) and
+    the model's size (``n_atoms``, H included)."""
+    short = (params.restraints == "qm" and data_kind == "map" and n_atoms > SHORT_QM_ABOVE)
+    base = QM_MAP_LENGTHS if short else DEFAULT_LENGTHS
+    given = (params.refine.max_iterations, params.refine.macro_cycles,
+             params.weights.trial_macro_cycles)
+    return Lengths(*(int(v) if v is not None else d for v, d in zip(
+        given, (base.max_iterations, base.macro_cycles, base.trial_macro_cycles))))
+
+
 def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
                  start_metrics=None, part=None):
     """``start_metrics``: the start model's validation dict, when the caller
@@ -92,8 +128,9 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
     if scale is None and data is not None:
         scale = DEFAULT_SCALE[data.kind]
     dual = bool(params.restraints == "qm" and params.qm.low_level)
+    length = lengths(params, None if data is None else data.kind, model.get_number_of_atoms())
     common = dict(max_iterations=(params.qm.low_level_iterations if dual
-                                  else params.refine.max_iterations),
+                                  else length.max_iterations),
                   tolerance=params.refine.convergence_tolerance, reporter=reporter,
                   max_step=max_step(params),
                   gradient_tolerance=gradient_tolerance(params))
@@ -130,8 +167,10 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
         what = "data weight %.4g (%s)" % (weight, "fixed" if params.data_weight else "searched")
     else:
         what = "data weight = gradient-norm ratio x %g, per macro cycle" % scale
-    reporter.info("Final refinement: restraints=%s, mode=%s, %s" % (
-        params.restraints, params.mode, what))
+    reporter.info("Final refinement: restraints=%s, mode=%s, %s; %d macro cycle(s) of at most "
+                  "%d L-BFGS iterations" % (params.restraints, params.mode, what,
+                                            params.qm.low_level_cycles if dual
+                                            else length.macro_cycles, common["max_iterations"]))
 
     first_cycle = len(ck.cycles) + 1
     if ck.cycles:
@@ -145,7 +184,7 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
 
     sites, cycles = refine(start_sites, restraints, target_data,
                            macro_cycles=(params.qm.low_level_cycles if dual
-                                         else params.refine.macro_cycles), weight=weight,
+                                         else length.macro_cycles), weight=weight,
                            weight_scale=scale, first_cycle=first_cycle, on_cycle=save_cycle,
                            **dict(common, adjust=final_adjust))
     if target_data is not None and target_data.kind == "map" and chosen is not None \
@@ -426,6 +465,10 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                   "%.4g; limits bond %.4f, angle %.2f%s" % (
                       scale, w0, len(grid), grid[0], grid[-1], max_bond, max_angle,
                       ", R-free - R-work %.3f" % max_gap if max_gap is not None else ""))
+    length = lengths(params, data.kind, model.get_number_of_atoms())
+    reporter.info("  each trial: %d macro cycle(s) of at most %d L-BFGS iterations "
+                  "(weights.trial_macro_cycles, refine.max_iterations)"
+                  % (length.trial_macro_cycles, common["max_iterations"]))
     if part is not None:
         reporter.info("  trials refine a part of the model: %d of %d atoms (%d residues around "
                       "its centre, weights.part_atoms=%d), the rest held still%s" % (
@@ -441,7 +484,7 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
         live = ProgressOnly(None if quiet else reporter,
                             "weight trial %d: " % (len(ck.trials) + 1))
         sites, _ = refine(sites0, trial_restraints, trial_data,
-                          macro_cycles=params.weights.trial_macro_cycles,
+                          macro_cycles=length.trial_macro_cycles,
                           weight=weight, label="w=%.4g cycle" % weight,
                           **dict(common, reporter=live))
         live.progress("w=%.4g validating" % weight)
