@@ -20,6 +20,8 @@ this runs qr.refine on the Q|R start model and boxed map with
                 Ramachandran term at kT (what the QM rows of issue 16 use)
   xtb_gfnff_wall_rama_short  the same with xtb_gfnff_wall_short's protocol
                 (the defaults of qr.refine restraints=qm with a map)
+  xtb_gfnff_fragments  qr.refine's GFN-FF defaults with a map, on fragments
+                (qm.clustering=true)
 The QM runs before xtb_gfnff_wall_rama switch the Ramachandran term off
 (ramachandran_restraints=false), and those without "wall" in their name the
 clash restraint (qm.clash_restraint=0), as they ran before both were on by
@@ -35,7 +37,7 @@ qr.comparama plot (start -> refined) is written.
 
     python benchmarks/cryoem.py [--models 3j63_A] [--runs cctbx_tight cctbx_loose
         cctbx_rama xtb_gfnff xtb_gfn2 xtb_gfn2_small xtb_gfnff_wall_short
-        xtb_gfnff_wall_rama xtb_gfnff_wall_rama_short]
+        xtb_gfnff_wall_rama xtb_gfnff_wall_rama_short xtb_gfnff_fragments]
         [--gfn2-weight W] [--nproc 2] [--out DIR]
         [--report-only]
 
@@ -87,7 +89,8 @@ PUBLISHED_CORES = {"xtb GFN1": "60", "cctbx tight": "1", "cctbx loose": "1"}
 README_LABEL = {"xtb GFN1": "xtb_refine", "TeraChem HF-D3/6-31G": "terachem_refine"}
 
 RUNS = ("cctbx_tight", "cctbx_loose", "cctbx_rama", "xtb_gfnff", "xtb_gfn2", "xtb_gfn2_small",
-        "xtb_gfnff_wall_short", "xtb_gfnff_wall_rama", "xtb_gfnff_wall_rama_short")
+        "xtb_gfnff_wall_short", "xtb_gfnff_wall_rama", "xtb_gfnff_wall_rama_short",
+        "xtb_gfnff_fragments")
 COLUMNS = [("bond_rmsd", "bond", "%.3f"), ("angle_rmsd", "angle", "%.2f"),
            ("clashscore", "clash", "%.1f"), ("rama_outliers", "Rama out %", "%.2f"),
            ("rama_favored", "Rama fav %", "%.2f"), ("rotamer_outliers", "rota out %", "%.2f"),
@@ -160,6 +163,14 @@ def run_arguments(name, spec, nproc, gfn2_weight=None):
         # qr.refine's default GFN-FF run with a map).
         return run_arguments("xtb_gfnff_wall_rama", spec, nproc)[:-len(LONG_PROTOCOL)] + [
             "refine.max_iterations=60", "weights.trial_macro_cycles=1", "refine.macro_cycles=2"]
+    if name == "xtb_gfnff_fragments":
+        # qr.refine's defaults for GFN-FF with a map (clash wall, Top8000
+        # term, and on models over 2000 atoms the short lengths), on
+        # fragments instead of the whole model: 5ly6's whole-model GFN-FF
+        # set-up had not ended after 85 min (section 3, "GFN-FF on
+        # fragments or on the whole model").
+        return ["restraints=qm", "engine=xtb", "method=GFN-FF", "qm.clustering=true",
+                "nproc=%d" % nproc]
     raise SystemExit("unknown run %r" % name)
 
 
