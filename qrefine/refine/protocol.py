@@ -146,7 +146,7 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
 
     if target_data is not None and params.data_weight is None and params.weights.search:
         trials, chosen = _search(model, sites0, restraints, target_data, params, scale,
-                                 ck, reporter, common, part)
+                                 ck, reporter, common, part, length.trial_macro_cycles)
         result.trials = trials
         result.limits = dict(zip(("bond_rmsd", "angle_rmsd"),
                                  _validation_limits(params, target_data)))
@@ -438,7 +438,8 @@ def _rotamer_fitter(model, data, reporter):
     return adjust
 
 
-def _search(model, sites0, restraints, data, params, scale, ck, reporter, common, part=None):
+def _search(model, sites0, restraints, data, params, scale, ck, reporter, common, part=None,
+            trial_cycles=DEFAULT_LENGTHS.trial_macro_cycles):
     data.update(sites0)
     w0 = estimate_weight(restraints, data, sites0, scale)
     trial_restraints, trial_data = restraints, data
@@ -465,10 +466,9 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
                   "%.4g; limits bond %.4f, angle %.2f%s" % (
                       scale, w0, len(grid), grid[0], grid[-1], max_bond, max_angle,
                       ", R-free - R-work %.3f" % max_gap if max_gap is not None else ""))
-    length = lengths(params, data.kind, model.get_number_of_atoms())
     reporter.info("  each trial: %d macro cycle(s) of at most %d L-BFGS iterations "
                   "(weights.trial_macro_cycles, refine.max_iterations)"
-                  % (length.trial_macro_cycles, common["max_iterations"]))
+                  % (trial_cycles, common["max_iterations"]))
     if part is not None:
         reporter.info("  trials refine a part of the model: %d of %d atoms (%d residues around "
                       "its centre, weights.part_atoms=%d), the rest held still%s" % (
@@ -484,7 +484,7 @@ def _search(model, sites0, restraints, data, params, scale, ck, reporter, common
         live = ProgressOnly(None if quiet else reporter,
                             "weight trial %d: " % (len(ck.trials) + 1))
         sites, _ = refine(sites0, trial_restraints, trial_data,
-                          macro_cycles=length.trial_macro_cycles,
+                          macro_cycles=trial_cycles,
                           weight=weight, label="w=%.4g cycle" % weight,
                           **dict(common, reporter=live))
         live.progress("w=%.4g validating" % weight)
