@@ -167,10 +167,12 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
         what = "data weight %.4g (%s)" % (weight, "fixed" if params.data_weight else "searched")
     else:
         what = "data weight = gradient-norm ratio x %g, per macro cycle" % scale
+    # With the dual level each final macro cycle is one QM call, and their
+    # number is its own (qm.low_level_cycles), not refine.macro_cycles.
+    final_cycles = params.qm.low_level_cycles if dual else length.macro_cycles
     reporter.info("Final refinement: restraints=%s, mode=%s, %s; %d macro cycle(s) of at most "
-                  "%d L-BFGS iterations" % (params.restraints, params.mode, what,
-                                            params.qm.low_level_cycles if dual
-                                            else length.macro_cycles, common["max_iterations"]))
+                  "%d L-BFGS iterations" % (params.restraints, params.mode, what, final_cycles,
+                                            common["max_iterations"]))
 
     first_cycle = len(ck.cycles) + 1
     if ck.cycles:
@@ -183,8 +185,7 @@ def run_protocol(model, restraints, data, params, paths, reporter, fingerprint,
         ck.save()
 
     sites, cycles = refine(start_sites, restraints, target_data,
-                           macro_cycles=(params.qm.low_level_cycles if dual
-                                         else length.macro_cycles), weight=weight,
+                           macro_cycles=final_cycles, weight=weight,
                            weight_scale=scale, first_cycle=first_cycle, on_cycle=save_cycle,
                            **dict(common, adjust=final_adjust))
     # Not after trials on a part: the chosen trial moved only the part, so
