@@ -26,7 +26,8 @@ gradient with a refresh every K gradients: the mean warm fragment gradient
 the K).
 
     python benchmarks/fragment_delta.py [--settings 8/2 8/3.5 15/3.5]
-        [--shifts 0.05 0.1 0.2 0.3] [--descent] [--only whole|fragments] [--out DIR]
+        [--shifts 0.05 0.1 0.2 0.3] [--descent] [--only whole|fragments]
+        [--tracked-by GFN-FF] [--out DIR]
     python benchmarks/fragment_delta.py --descent --shifts 0.2
 
 ``--only`` computes one half (the two halves can run at once on two
@@ -187,6 +188,50 @@ def table(x0, sites_at, whole, frags):
     return "\n".join(lines)
 
 
+def low_level_gradients(model, sites_at, clusters, buffer, method):
+    """({shift: whole-model gradient}, {shift: fragment gradient}) of the
+    cheap ``method`` (GFN-FF) at the same points and fragments."""
+    from qrefine.model.charges import total_charge
+    from qrefine.model.elements import symbol_of
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
+    from qrefine.restraints.qm import QMRestraints
+    symbols = [symbol_of(a) for a in model.get_hierarchy().atoms()]
+    whole = QMRestraints(symbols, "xtb", method, charge=total_charge(model), options=OPTIONS)
+    frag = FragmentQMRestraints(model, "xtb", method, options=OPTIONS,
+                                max_cluster_residues=clusters, buffer=buffer, nproc=1,
+                                recluster_shift=100.0)
+    try:
+        return ({s: whole.value_and_gradient(x)[1] for s, x in sorted(sites_at.items())},
+                {s: frag.value_and_gradient(x)[1] for s, x in sorted(sites_at.items())})
+    finally:
+        frag.close()
+
+
+def tracked_table(model, x0, sites_at, whole, frags, method):
+    """The correction taken at x0 and moved with the points by the cheap
+    method's own whole-minus-fragment difference:
+    g(x) = g_frag(x) + [g_whole(x0) - g_frag(x0)]
+           + [l_whole(x) - l_frag(x)] - [l_whole(x0) - l_frag(x0)],
+    beside the constant correction and the plain subtractive sum
+    g_frag(x) + l_whole(x) - l_frag(x)."""
+    shifts = sorted(sites_at)
+    lines = ["", "The correction tracked by %s (l: its gradients at the same points and "
+             "fragments); RMS / max error, kcal/mol/A" % method, "",
+             "| clusters/buffer | shift RMS A | bare | constant correction | tracked by %s | "
+             "subtractive %s |" % (method, method), "|---|---|---|---|---|---|"]
+    for (clusters, buffer), (res, _) in frags.items():
+        l_whole, l_frag = low_level_gradients(model, sites_at, clusters, buffer, method)
+        for s in shifts[1:]:
+            ref, bare = whole[s][0], res[s][0]
+            constant = bare + whole[0.0][0] - res[0.0][0]
+            tracked = constant + (l_whole[s] - l_frag[s]) - (l_whole[0.0] - l_frag[0.0])
+            subtractive = bare + l_whole[s] - l_frag[s]
+            lines.append("| %s / %s A | %.3f | " % (clusters, buffer, s) + " | ".join(
+                "%.2f / %.2f" % errors(g, ref) for g in (bare, constant, tracked, subtractive))
+                + " |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--settings", nargs="+", default=["8/2", "8/3.5", "15/3.5"],
@@ -198,6 +243,9 @@ def main():
                     help="move downhill (the whole-model gradient at x0, from a random "
                          "run's cache), --shifts being the largest atom shift; cached in "
                          "OUT/descent")
+    ap.add_argument("--tracked-by", metavar="METHOD",
+                    help="also the correction moved with the points by METHOD's "
+                         "whole-minus-fragment difference (GFN-FF: seconds a point)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "fragment_delta"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -222,6 +270,8 @@ def main():
         frags[(clusters, buffer)] = fragments(model, sites_at, clusters, buffer, args.out)
     if args.only is None:
         text = table(x0, sites_at, whole, frags)
+        if args.tracked_by:
+            text += "\n" + tracked_table(model, x0, sites_at, whole, frags, args.tracked_by)
         print("\n" + text)
         with open(os.path.join(args.out, "fragment_delta.md"), "w") as f:
             f.write(text + "\n")
