@@ -57,10 +57,12 @@ moved more than ``correction_refresh`` A from ``x0`` (see
 this process, with its OpenMP threads (``OMP_NUM_THREADS``, which the
 pipeline sets to ``nproc``).  Not with a symmetry environment.
 
-Re-clustering.  Clusters and buffers are built at the first call and again
-whenever an atom has moved more than ``recluster_shift`` A from where it was
-at the last clustering.  Calculators of fragments that did not change are
-kept (their SCF warm-starts); the others are released.
+Re-clustering.  Clusters and buffers are built at the first call; the
+buffers are built again whenever an atom has moved more than
+``recluster_shift`` A from where it was at the last clustering, with a
+hysteresis (:data:`qrefine.fragments.fragment.STICKY_MARGIN`), for the same
+clusters.  Calculators of fragments that did not change are kept (their SCF
+warm-starts); the others are released.
 """
 
 import os
@@ -232,24 +234,28 @@ class FragmentQMRestraints(RestraintSource):
     def cluster(self, sites_cart):
         """(Re)build graph, clusters and fragments at ``sites_cart``."""
         sites = np.asarray(sites_cart, dtype=float).reshape(-1, 3)
-        links = None if self.graph is None else self.graph.links  # keep the topology
-        if self.environment is None:
-            self.graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
-                                       links=links)
+        first = self.fragments is None
+        # Graph and partition are made once, at the first call: spectral
+        # bisection is global, so a new partition after a 1 A move shares
+        # almost no cluster with the last (5ly6: 0 of 34), and every
+        # fragment would start its engine cold.  Any partition is exact for
+        # the cluster atoms' share; the buffers, rebuilt below, carry the
+        # accuracy, and they read only the graph's residues and links, which
+        # do not move.
+        if first and self.environment is None:
+            self.graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff)
             self.clusters = self._clusters_of(self.graph)
-        else:
+        elif first:
             # Clusters of model residues; the graph that fragments are cut
             # from also holds the copies.
-            model_links = None if self.graph is None else self._model_links
-            model_graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
-                                        links=model_links)
-            self._model_links = model_graph.links
+            model_graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff)
             self.clusters = self._clusters_of(model_graph)
             self.graph = residue_graph(None, self._all_sites(sites),
-                                       contact_cutoff=self.contact_cutoff, links=links,
+                                       contact_cutoff=self.contact_cutoff,
                                        residues=self._extended)
         self.fragments = make_fragments(self.graph, self.clusters, self._all_sites(sites),
-                                        self.buffer, self.residue_charges)
+                                        self.buffer, self.residue_charges,
+                                        previous=None if first else self.fragments)
         # Named once per clustering, not on every gradient.
         self._names = [fragment_name(self.graph, f) for f in self.fragments]
         self.clustered_at = sites.copy()
