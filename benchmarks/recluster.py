@@ -8,14 +8,15 @@ For each model, with ``--nproc`` worker processes and GFN-FF (or
 
 - cold: the first gradient at the start model x0;
 - warm: the next, after a 0.005 A move (no rebuild);
-- re-clustered: at x1, a point past the recluster shift, rebuilt as qrefine
-  does (clusters kept, buffers with hysteresis), and how many fragments
-  kept their atoms;
-- new partition: a fresh source at x1 (its own clusters and buffers, so
-  every engine cold, as when the partition was made again at each
-  re-clustering), and how many of its fragments equal one of x0's;
+- re-clustered: at x1, a point past the recluster shift, rebuilt with
+  ``fragments.keep_clusters=true`` (clusters kept, buffers with
+  hysteresis), and how many fragments kept their atoms;
+- new partition: a fresh source at x1 (its own clusters and buffers, every
+  engine cold, as the default re-clustering does), and how many of its
+  fragments equal one of x0's;
 - the RMS / max difference between the two x1 gradients (kcal/mol/A): the
-  fragments differ (partition, larger buffers), the model does not.
+  fragments differ (partition, larger buffers), and with GFN-FF so does the
+  topology of the kept fragments (built at x0, the others at x1).
 
 x1: the start refined for ``--iterations`` L-BFGS steps with library
 restraints into its map (a real refinement path), the move scaled so the
@@ -71,7 +72,8 @@ def measure(name, args):
     path, map_path, resolution = MODELS[name]
     model = read_model(os.path.join(DATA, path))
     x0, x1 = moved_point(model, map_path, resolution, args.iterations, args.shift)
-    source = FragmentQMRestraints(model, "xtb", args.method, nproc=args.nproc)
+    source = FragmentQMRestraints(model, "xtb", args.method, nproc=args.nproc,
+                                  keep_clusters=True)
     fresh = FragmentQMRestraints(model, "xtb", args.method, nproc=args.nproc)
     try:
         cold, _ = timed_gradient(source, x0)
@@ -84,6 +86,10 @@ def measure(name, args):
         anew, g_new = timed_gradient(fresh, x1)
         same_new = sum(f.key() in keys0 for f in fresh.fragments)
         diff = np.linalg.norm(g_kept - g_new, axis=1)
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            np.savez(os.path.join(args.out, "recluster_%s.npz" % name), x0=x0, x1=x1,
+                     kept=g_kept, new=g_new)
         n = len(source.fragments)
         return ("| %s | %d | %d | %.1f | %.1f | %.1f (%d of %d kept) | %.1f (%d of %d as at x0) "
                 "| %.2f / %.2f |" % (name, len(x0), n, cold, warm, rebuilt, kept, n, anew,
@@ -102,6 +108,7 @@ def main():
     ap.add_argument("--shift", type=float, default=1.05,
                     help="largest atom shift of x1, A (past recluster_shift, 1 A)")
     ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--out", help="save x0, x1 and both x1 gradients here (npz per model)")
     args = ap.parse_args()
     print("xtb %s on fragments (15 residues, 8 A), %d processes; wall s of one gradient; "
           "x1: largest atom shift %.2f A" % (args.method, args.nproc, args.shift))

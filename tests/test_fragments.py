@@ -170,7 +170,7 @@ def test_rebuilt_buffers_keep_residues_within_the_margin(helix_3j63):
 
 
 def test_reclustering_keeps_the_clusters_and_unchanged_fragments(helix_3j63):
-    """FragmentQMRestraints (15 residues, 8 A) on 3j63_A after every atom
+    """FragmentQMRestraints (15 residues, 8 A, keep_clusters) on 3j63_A after every atom
     moved (seeded, 0.1 A sigma) past recluster_shift: the same clusters,
     buffers that hold every residue within 8 A at the new sites, and most
     fragments unchanged (same key: their calculator and warm start stay).
@@ -180,7 +180,9 @@ def test_reclustering_keeps_the_clusters_and_unchanged_fragments(helix_3j63):
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
     sites = np.array(helix_3j63.get_sites_cart())
     moved = sites + np.random.default_rng(0).normal(0.0, 0.1, sites.shape)
-    source = FragmentQMRestraints(helix_3j63, "xtb", "GFN-FF", recluster_shift=0.1)
+    source = FragmentQMRestraints(helix_3j63, "xtb", "GFN-FF", recluster_shift=0.1,
+                                  keep_clusters=True)
+    default = FragmentQMRestraints(helix_3j63, "xtb", "GFN-FF", recluster_shift=0.1)
     try:
         before = [f.key() for f in source.cluster(sites)]
         clusters = [c.copy() for c in source.clusters]
@@ -191,8 +193,28 @@ def test_reclustering_keeps_the_clusters_and_unchanged_fragments(helix_3j63):
         for f, c in zip(after, clusters):
             assert set(buffer_residues(source.graph, c, moved, 8.0)) <= set(f.buffer_residues)
         assert sum(k in before for k in (f.key() for f in after)) >= 4
+        # the default: a new partition and fresh buffers at the moved sites
+        assert [f.key() for f in default.cluster(sites)] == before
+        renewed = default.cluster(moved)
+        assert sum(k in before for k in (f.key() for f in renewed)) <= 2
     finally:
         source.close()
+        default.close()
+
+
+def test_keep_clusters_parameter_reaches_the_fragments(helix_model):
+    """fragments.keep_clusters (default false) is the source's setting."""
+    xtb_or_skip()
+    from qrefine.config import phil
+    from qrefine.restraints.factory import build_restraints
+    for value, expected in (([], False), (["fragments.keep_clusters=true"], True)):
+        p, _ = phil.parse(["restraints=qm", "engine=xtb", "method=GFN-FF",
+                           "qm.clustering=true"] + value)
+        source = build_restraints(helix_model, "model.pdb", p, None)
+        try:
+            assert source.keep_clusters is expected
+        finally:
+            source.close()
 
 
 def test_odd_electron_fragment_is_an_error(helix_model):

@@ -213,7 +213,10 @@ fragments {
     .help = "qm.clustering=true: residues within this distance (A) of a cluster join its fragment (3j63_A, GFN2-xTB: 8 A gives RMS/max gradient error 0.42/2.4 kcal/mol/A)."
   recluster_shift = 1.0
     .type = float
-    .help = "qm.clustering=true: rebuild the fragments' buffers when an atom has moved this far (A) since they were built. The clusters themselves are made once; a residue leaves a buffer only when more than 1 A beyond fragments.buffer, so most fragments keep their atoms and their engine's warm start (5ly6 after a 1 A move: 2 of 34 fragments changed, against 32 with new clusters)."
+    .help = "qm.clustering=true: rebuild clusters when an atom has moved this far (A) since clustering."
+  keep_clusters = False
+    .type = bool
+    .help = "qm.clustering=true: when rebuilding, keep the clusters and rebuild only their buffers, where a residue leaves a buffer only when more than 1 A beyond fragments.buffer; fragments that keep their atoms keep their engine (warm start, and GFN-FF's topology from the geometry they were first built at). 5ly6, GFN-FF, after a 1.05 A move: 23 of 34 fragments kept, that gradient 44.5 s against 57.9 s with new clusters; but the kept fragments' start topology moved 46 atoms' gradients by more than 20 kcal/mol/A (benchmarks/README.md, 'Re-clustering'). False: new clusters and buffers, every engine built at the current geometry."
   correction = *none whole_model
     .type = choice
     .help = "qm.clustering=true: whole_model adds to the fragment gradient a constant per-atom correction, the whole-model QM gradient minus the fragment gradient at a reference point, taken again at each macro cycle, after re-clustering and when an atom has moved fragments.correction_refresh A from that point (one whole-model gradient each time, in this process with nproc threads). 3j63_A, GFN2-xTB, 8 residues / 2 A buffer: RMS/max error 0.41/2.9 kcal/mol/A with atoms within 0.14 A of the reference point (2.9/24 without), 0.87/6.0 at 0.29 A (benchmarks/README.md, 'Delta-corrected fragments'). Not with crystal symmetry copies. none: fragments alone."

@@ -60,11 +60,12 @@ def buffer_residues(graph, cluster, sites_cart, buffer):
 
 
 # A residue already in a buffer stays there until it is this much farther
-# than ``buffer`` (A).  Why: re-clustering after a 1 A move rebuilt 32 of
-# 34 fragments of 5ly6 with fresh buffers, each a cold engine set-up (GFN-FF:
-# 70-150 s a re-clustering against 7-10 s a warm gradient, 45 % of the
-# final cycles' QM time); with the margin 2 of 34 changed.  The buffer
-# still holds every residue within ``buffer``, so no fragment is smaller.
+# than ``buffer`` (A).  Why: a changed fragment is a cold engine set-up
+# (GFN-FF on 5ly6: 70-150 s a re-clustering against 7-10 s a warm
+# gradient).  With the same clusters, after a 1.05 A move along a library
+# refinement, 23 of 34 5ly6 fragments kept their atoms (benchmarks/
+# recluster.py).  The buffer still holds every residue within ``buffer``,
+# so no fragment is smaller.
 STICKY_MARGIN = 1.0
 
 

@@ -223,6 +223,7 @@ def _fragment_restraints(model, params, module, failed_dir, reporter, **settings
         options=engine_options(module, params.qm),
         max_cluster_residues=params.fragments.max_cluster_residues,
         buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
+        keep_clusters=params.fragments.keep_clusters,
         failed_dir=failed_dir, reporter=reporter, **settings)
 
 

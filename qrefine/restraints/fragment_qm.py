@@ -57,12 +57,13 @@ moved more than ``correction_refresh`` A from ``x0`` (see
 this process, with its OpenMP threads (``OMP_NUM_THREADS``, which the
 pipeline sets to ``nproc``).  Not with a symmetry environment.
 
-Re-clustering.  Clusters and buffers are built at the first call; the
-buffers are built again whenever an atom has moved more than
-``recluster_shift`` A from where it was at the last clustering, with a
+Re-clustering.  Clusters and buffers are built at the first call and again
+whenever an atom has moved more than ``recluster_shift`` A from where it was
+at the last clustering; with ``keep_clusters`` only the buffers are, with a
 hysteresis (:data:`qrefine.fragments.fragment.STICKY_MARGIN`), for the same
 clusters.  Calculators of fragments that did not change are kept (their SCF
-warm-starts); the others are released.
+warm-starts, and GFN-FF keeps the topology it was first built with); the
+others are released.
 """
 
 import os
@@ -129,7 +130,9 @@ class FragmentQMRestraints(RestraintSource):
     clusters holding a residue of it (every other atom gets a zero
     gradient), or with ``part_as_one`` the part itself as the one cluster,
     for weight trials that move only those atoms
-    (:mod:`qrefine.weights.part`).
+    (:mod:`qrefine.weights.part`); ``keep_clusters``: re-clustering keeps
+    the clusters and rebuilds their buffers with a hysteresis (module
+    docstring, "Re-clustering").
     """
 
     def __init__(self, model, engine="xtb", method=None, options=None,
@@ -138,7 +141,8 @@ class FragmentQMRestraints(RestraintSource):
                  nproc=1, threads=None, residue_charges=None, ligand_charges=None,
                  contact_cutoff=4.0, failed_dir=None, executor=None, backend="local",
                  scheduler=None, reporter=None, environment=None, correction="none",
-                 correction_refresh=DEFAULT_REFRESH, part=None, part_as_one=False):
+                 correction_refresh=DEFAULT_REFRESH, part=None, part_as_one=False,
+                 keep_clusters=False):
         if correction not in CORRECTIONS:
             raise QRefineError("fragments.correction must be one of %s, got %r"
                                % (", ".join(CORRECTIONS), correction))
@@ -163,6 +167,7 @@ class FragmentQMRestraints(RestraintSource):
         self.max_cluster_residues = int(max_cluster_residues)
         self.buffer = float(buffer)
         self.recluster_shift = float(recluster_shift)
+        self.keep_clusters = bool(keep_clusters)
         self.cap_gradients = cap_gradients
         self.contact_cutoff = float(contact_cutoff)
         if residue_charges is None:
@@ -234,28 +239,35 @@ class FragmentQMRestraints(RestraintSource):
     def cluster(self, sites_cart):
         """(Re)build graph, clusters and fragments at ``sites_cart``."""
         sites = np.asarray(sites_cart, dtype=float).reshape(-1, 3)
-        first = self.fragments is None
-        # Graph and partition are made once, at the first call: spectral
-        # bisection is global, so a new partition after a 1 A move shares
-        # almost no cluster with the last (5ly6: 0 of 34), and every
-        # fragment would start its engine cold.  Any partition is exact for
-        # the cluster atoms' share; the buffers, rebuilt below, carry the
-        # accuracy, and they read only the graph's residues and links, which
-        # do not move.
-        if first and self.environment is None:
-            self.graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff)
+        # With keep_clusters, graph and partition are made once, at the
+        # first call: spectral bisection is global, so a new partition after
+        # a 1 A move shares almost no cluster with the last (5ly6: 0 of 34)
+        # and every fragment starts its engine cold.  Any partition is exact
+        # for the cluster atoms' share; the buffers, rebuilt with a
+        # hysteresis, carry the accuracy, and they read only the graph's
+        # residues and links, which do not move.  Not the default: a kept
+        # fragment keeps the GFN-FF topology of the geometry it was first
+        # built at (benchmarks/README.md, "Re-clustering").
+        keep = self.keep_clusters and self.fragments is not None
+        links = None if self.graph is None else self.graph.links  # keep the topology
+        if not keep and self.environment is None:
+            self.graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
+                                       links=links)
             self.clusters = self._clusters_of(self.graph)
-        elif first:
+        elif not keep:
             # Clusters of model residues; the graph that fragments are cut
             # from also holds the copies.
-            model_graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff)
+            model_links = None if self.graph is None else self._model_links
+            model_graph = residue_graph(self.model, sites, contact_cutoff=self.contact_cutoff,
+                                        links=model_links)
+            self._model_links = model_graph.links
             self.clusters = self._clusters_of(model_graph)
             self.graph = residue_graph(None, self._all_sites(sites),
-                                       contact_cutoff=self.contact_cutoff,
+                                       contact_cutoff=self.contact_cutoff, links=links,
                                        residues=self._extended)
         self.fragments = make_fragments(self.graph, self.clusters, self._all_sites(sites),
                                         self.buffer, self.residue_charges,
-                                        previous=None if first else self.fragments)
+                                        previous=self.fragments if keep else None)
         # Named once per clustering, not on every gradient.
         self._names = [fragment_name(self.graph, f) for f in self.fragments]
         self.clustered_at = sites.copy()
