@@ -241,7 +241,7 @@ class FragmentQMRestraints(RestraintSource):
         sites = np.asarray(sites_cart, dtype=float).reshape(-1, 3)
         # With keep_clusters, graph and partition are made once, at the
         # first call: spectral bisection is global, so a new partition after
-        # a 1 A move shares almost no cluster with the last (5ly6: 0 of 34)
+        # a 1 A move shares almost no fragment with the last (5ly6: 1 of 35)
         # and every fragment starts its engine cold.  Any partition is exact
         # for the cluster atoms' share; the buffers, rebuilt with a
         # hysteresis, carry the accuracy, and they read only the graph's
