@@ -3,10 +3,11 @@
 A fragment is the cluster plus every residue with an atom within ``buffer``
 A of a cluster atom (when rebuilt after a move, also the residues of its
 previous buffer that are still within ``buffer + STICKY_MARGIN``).  Covalent
-links from the fragment to residues outside it are capped with H (:mod:`qrefine.fragments.capping`).  The charge is the
-sum of the formal charges of its residues (:mod:`qrefine.model.charges`; an H cap
-on a homolytically cut bond adds no charge), and the multiplicity is 1; an
-odd electron count is an error naming the fragment.
+links from the fragment to residues outside it are capped with H
+(:mod:`qrefine.fragments.capping`).  The charge is the sum of the formal
+charges of its residues (:mod:`qrefine.model.charges`; an H cap on a
+homolytically cut bond adds no charge), and the multiplicity is 1; an odd
+electron count is an error naming the fragment.
 """
 
 import collections
