@@ -66,21 +66,25 @@ def points(x0, shifts, descent=None):
     return {0.0: x0.copy(), **{s: x0 + s * u for s in shifts}}
 
 
-def whole_model(model, sites_at, out):
-    """{shift: (gradient, CPU s)}, computed in order of shift with one
-    calculator; each point cached."""
+def whole_source(model, method):
+    """The whole model's QM restraints with ``method``, as the benchmark runs xtb."""
     from qrefine.model.charges import total_charge
     from qrefine.model.elements import symbol_of
     from qrefine.restraints.qm import QMRestraints
     symbols = [symbol_of(a) for a in model.get_hierarchy().atoms()]
+    return QMRestraints(symbols, "xtb", method, charge=total_charge(model), options=OPTIONS)
+
+
+def whole_model(model, sites_at, out):
+    """{shift: (gradient, CPU s)}, computed in order of shift with one
+    calculator; each point cached."""
     source = None
     result = {}
     for shift in sorted(sites_at):
         cache = os.path.join(out, "whole_%.3f.npz" % shift)
         if not os.path.exists(cache):
             if source is None:
-                source = QMRestraints(symbols, "xtb", METHOD, charge=total_charge(model),
-                                      options=OPTIONS)
+                source = whole_source(model, METHOD)
             t0 = time.process_time()
             _, grad = source.value_and_gradient(sites_at[shift])
             np.savez(cache, grad=grad, cpu=time.process_time() - t0,
@@ -191,12 +195,8 @@ def table(x0, sites_at, whole, frags):
 def low_level_gradients(model, sites_at, clusters, buffer, method):
     """({shift: whole-model gradient}, {shift: fragment gradient}) of the
     cheap ``method`` (GFN-FF) at the same points and fragments."""
-    from qrefine.model.charges import total_charge
-    from qrefine.model.elements import symbol_of
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
-    from qrefine.restraints.qm import QMRestraints
-    symbols = [symbol_of(a) for a in model.get_hierarchy().atoms()]
-    whole = QMRestraints(symbols, "xtb", method, charge=total_charge(model), options=OPTIONS)
+    whole = whole_source(model, method)
     frag = FragmentQMRestraints(model, "xtb", method, options=OPTIONS,
                                 max_cluster_residues=clusters, buffer=buffer, nproc=1,
                                 recluster_shift=100.0)
