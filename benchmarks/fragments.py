@@ -11,9 +11,21 @@ Part 2 (``--scaling``): one clustered gradient with the default settings on
 models of increasing size (3j63_A, 5fn5_C, 5ly6, 1oed, all with H), with the
 whole-model gradient where it is predicted to finish within --max-seconds.
 
+Part 3 (``--sizes``, no QM, seconds): the fragments each (max_cluster_residues,
+buffer) pair of ``--settings`` makes on each model, and the clustered
+gradient's cost predicted from their sizes alone, sum(n_atoms ** p) with
+p = ``--cost-power`` (2.6: cold GFN2-xTB fragments of 3j63_A, one thread,
+took 0.95, 4.9 and 58 CPU s at 182, 354 and 898 atoms on average,
+benchmarks/README.md section 3), relative to the first model, and the
+exponent in atom count that this predicts.  What it shows: whether a
+setting's cost grows with the number of fragments only, or also with their
+size.
+
     python benchmarks/fragments.py [--method GFN2-xTB] [--nproc 1]
         [--clusters 5 10 15 20] [--buffers 4 6 8] [--grid] [--scaling]
         [--models 3j63 5fn5 5ly6 1oed] [--max-seconds 900]
+    python benchmarks/fragments.py --sizes [--settings 15/8 8/8 4/8 15/3.5 8/3.5]
+        [--models 3j63 5ly6 1oed] [--cost-power 2.6]
 
 GFN2-xTB is the default method; --method GFN-FF gives the same tables in
 minutes (its errors are those of the force field, not of GFN2).
@@ -107,6 +119,35 @@ def scaling(args):
               flush=True)
 
 
+def sizes(args):
+    from qrefine.restraints.fragment_qm import FragmentQMRestraints
+    settings = [(int(a), float(b)) for a, b in (pair.split("/") for pair in args.settings)]
+    rows, first = [], {}
+    for name in args.models:
+        model, sites = load(name)
+        for clusters, buffer in settings:
+            source = FragmentQMRestraints(model, "xtb", args.method, nproc=1,
+                                          max_cluster_residues=clusters, buffer=buffer)
+            try:
+                source.cluster(sites)
+                n = np.array(source.summary()["fragment_atoms"], dtype=float)
+            finally:
+                source.close()
+            cost = float((n ** args.cost_power).sum())
+            ref = first.setdefault((clusters, buffer), (len(sites), cost))
+            exponent = (np.log(cost / ref[1]) / np.log(len(sites) / ref[0])
+                        if len(sites) != ref[0] else None)
+            rows.append("| %s | %d | %d / %g A | %d | %.0f | %d | %.1f | %s |" % (
+                name, len(sites), clusters, buffer, len(n), n.mean(), n.max(), cost / ref[1],
+                "-" if exponent is None else "%.2f" % exponent))
+            print(rows[-1], flush=True)
+    print("\n| model | atoms | clusters / buffer | fragments | mean atoms | max atoms | "
+          "predicted cost, x %s | predicted exponent from %s |" % (args.models[0], args.models[0]))
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print("predicted cost: sum over fragments of n_atoms ** %g" % args.cost_power)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--method", default="GFN2-xTB")
@@ -116,9 +157,17 @@ def main():
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--grid", action="store_true", help="only part 1")
     p.add_argument("--scaling", action="store_true", help="only part 2")
+    p.add_argument("--sizes", action="store_true", help="only part 3 (no QM)")
+    p.add_argument("--settings", nargs="+", default=["15/8", "8/8", "4/8", "15/3.5", "8/3.5"],
+                   help="part 3: max_cluster_residues/buffer pairs")
+    p.add_argument("--cost-power", type=float, default=2.6,
+                   help="part 3: a fragment's cost grows as n_atoms ** this")
     p.add_argument("--max-seconds", type=float, default=900.0,
                    help="skip whole-model gradients predicted to take longer")
     args = p.parse_args()
+    if args.sizes:
+        sizes(args)
+        return
     if not args.scaling:
         grid(args)
         print()
