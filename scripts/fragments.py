@@ -10,7 +10,8 @@ from qrefine.scripts.logged_run import answer_info_request, plain_run
 
 HELP = """\
 usage: qr.fragments model.pdb [engine=xtb] [method=GFN2-xTB]
-                    [max_cluster_residues=15] [buffer=8.0] [nproc=1]
+                    [max_cluster_residues=15] [buffer=8.0] [charged_buffer=None]
+                    [nproc=1]
                     [cap_gradients=project|drop] [solvent=water|none]
                     [compare=false]
                     [ligand_charge=RESNAME:CHARGE ...]
@@ -38,13 +39,16 @@ def main(argv=None):
 def _run(o, out):
     report = fragments_command.run(
         o["model"], o["engine"], o["method"], options=o["options"],
-        max_cluster_residues=o["max_cluster_residues"], buffer=o["buffer"], nproc=o["nproc"],
+        max_cluster_residues=o["max_cluster_residues"], buffer=o["buffer"],
+        charged_buffer=o["charged_buffer"], nproc=o["nproc"],
         cap_gradients=o["cap_gradients"], ligand_charges=o["ligand_charges"],
         contact_cutoff=o["contact_cutoff"], compare=o["compare"])
     out.write("model: %s (%d atoms, %d residues)\n"
               % (report.model_path, report.n_atoms, report.n_residues))
-    out.write("engine: %s %s; max_cluster_residues=%d buffer=%.2f A\n"
-              % (o["engine"], report.method, o["max_cluster_residues"], o["buffer"]))
+    out.write("engine: %s %s; max_cluster_residues=%d buffer=%.2f A%s\n"
+              % (o["engine"], report.method, o["max_cluster_residues"], o["buffer"],
+                 "" if o["charged_buffer"] is None
+                 else " charged_buffer=%.2f A" % o["charged_buffer"]))
     out.write("clusters: %d (%.2f s)\n" % (len(report.fragments), report.clustering_s))
     out.write("%4s %8s %8s %7s %5s %6s %4s  %s\n" % (
         "#", "cluster", "buffer", "atoms", "caps", "charge", "mult", "cluster residues"))
@@ -86,6 +90,9 @@ max_cluster_residues = 15
 buffer = 8.0
   .type = float
   .help = "Residues within this distance (A) of a cluster join its fragment."
+charged_buffer = None
+  .type = float
+  .help = "Charged residues within this larger distance (A) join it too (qr.refine's fragments.charged_buffer); None: none beyond buffer."
 nproc = 1
   .type = int
   .help = "Processes computing fragments in parallel."
@@ -115,6 +122,7 @@ def _parse(argv):
         options["solvent"] = None if p.solvent.lower() == "none" else p.solvent
     return {"model": model_path, "engine": p.engine, "method": p.method,
             "max_cluster_residues": p.max_cluster_residues, "buffer": p.buffer,
+            "charged_buffer": p.charged_buffer,
             "nproc": p.nproc, "cap_gradients": p.cap_gradients, "compare": p.compare,
             "contact_cutoff": p.contact_cutoff,
             "ligand_charges": parse_ligand_charges(p.ligand_charge), "options": options}

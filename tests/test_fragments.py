@@ -217,6 +217,57 @@ def test_keep_clusters_parameter_reaches_the_fragments(helix_model):
             source.close()
 
 
+def test_charged_buffer_adds_charged_residues_only(helix_3j63):
+    """make_fragments(charged_buffer=10) on 3j63_A, buffer 5 A: every
+    residue within 5 A is in, and beyond it exactly the charged residues
+    within 10 A; the fragment charge is their sum; charged_buffer at or
+    below buffer changes nothing.  And a rebuild (previous=) with the same
+    sites keeps the same fragments."""
+    from qrefine.fragments.fragment import buffer_residues
+    from qrefine.model.charges import residue_charges
+    g = residue_graph(helix_3j63)
+    sites = np.array(helix_3j63.get_sites_cart())
+    charges = np.array([r.charge for r in residue_charges(helix_3j63)])
+    clusters = cluster_residues(g, 15)
+    plain = make_fragments(g, clusters, sites, 5.0, charges)
+    charged = make_fragments(g, clusters, sites, 5.0, charges, charged_buffer=10.0)
+    added = 0
+    for f, p, c in zip(charged, plain, clusters):
+        near = buffer_residues(g, c, sites, 5.0)
+        far = buffer_residues(g, c, sites, 10.0)
+        assert np.array_equal(p.buffer_residues, near)
+        extra = np.setdiff1d(f.buffer_residues, near)
+        assert np.array_equal(extra, np.setdiff1d(far[charges[far] != 0], near))
+        assert f.charge == charges[np.concatenate([c, f.buffer_residues])].sum()
+        added += len(extra)
+    assert added >= 2 * len(clusters)  # 26 of 3j63_A's 91 residues are charged
+    same = make_fragments(g, clusters, sites, 5.0, charges, charged_buffer=5.0)
+    assert [f.key() for f in same] == [f.key() for f in plain]
+    again = make_fragments(g, clusters, sites, 5.0, charges, previous=charged,
+                           charged_buffer=10.0)
+    assert [f.key() for f in again] == [f.key() for f in charged]
+
+
+def test_charged_buffer_parameter_reaches_the_fragments(helix_model):
+    """fragments.charged_buffer (default None) is the source's setting, and
+    a negative one is refused."""
+    xtb_or_skip()
+    from qrefine.config import phil
+    from qrefine.config.checks import check_parameters
+    from qrefine.restraints.factory import build_restraints
+    for value, expected in (([], None), (["fragments.charged_buffer=10"], 10.0)):
+        p, _ = phil.parse(["restraints=qm", "engine=xtb", "method=GFN-FF",
+                           "qm.clustering=true"] + value)
+        source = build_restraints(helix_model, "model.pdb", p, None)
+        try:
+            assert source.charged_buffer == expected
+        finally:
+            source.close()
+    p, _ = phil.parse(["fragments.charged_buffer=-1"])
+    with pytest.raises(QRefineError, match="charged_buffer"):
+        check_parameters(p, None)
+
+
 def test_odd_electron_fragment_is_an_error(helix_model):
     g = residue_graph(helix_model)
     sites = np.array(helix_model.get_sites_cart())
@@ -327,6 +378,29 @@ def test_command_line(structures, capsys):
     assert "gradient error vs whole model" in out and "worst atoms:" in out
     assert cli.main([path, "buffer=x"]) == 1
     assert "buffer=x" in capsys.readouterr().err
+
+
+def test_command_line_charged_buffer(helix_3j63, structures, capsys):
+    """qr.fragments charged_buffer=10 on 3j63_A (clustering only): larger
+    fragments than buffer=5 alone, by the charged residues make_fragments
+    adds, and the setting in the header."""
+    xtb_or_skip()
+    from qrefine.scripts import fragments as cli
+    path = os.path.join(structures, "cryo_em", "3j63_A", "3j63_A_box_complete.pdb")
+    totals = []
+    for extra in ([], ["charged_buffer=10"]):
+        assert cli.main([path, "method=GFN-FF", "buffer=5"] + extra) == 0
+        out = capsys.readouterr().out
+        totals.append(int(out.split("fragment atoms:")[1].split("total")[1].split()[0]))
+    assert "charged_buffer=10.00 A" in out
+    from qrefine.model.charges import residue_charges
+    g = residue_graph(helix_3j63)
+    sites = np.array(helix_3j63.get_sites_cart())
+    charges = [r.charge for r in residue_charges(helix_3j63)]
+    clusters = cluster_residues(g, 15)
+    expected = [sum(f.n_atoms for f in make_fragments(g, clusters, sites, 5.0, charges,
+                                                      charged_buffer=b)) for b in (None, 10.0)]
+    assert totals == expected and totals[1] > totals[0]
 
 
 def test_clashing_side_chains_are_not_covalent_links(structures):

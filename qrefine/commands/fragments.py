@@ -51,15 +51,18 @@ class FragmentReport:
 
 def run(model_path, engine="xtb", method=None, options=None, max_cluster_residues=15,
         buffer=8.0, nproc=1, cap_gradients="project", ligand_charges=None,
-        contact_cutoff=4.0, compare=False):
+        contact_cutoff=4.0, compare=False, charged_buffer=None):
     """Cluster ``model_path`` (a model with H) and describe its fragments;
-    with ``compare`` also compute both gradients with the engine."""
+    with ``compare`` also compute both gradients with the engine.
+    ``charged_buffer``: charged residues within this distance (A) join the
+    buffers too."""
     model = read_model(model_path, make_restraints=False)
     sites = np.array(model.get_sites_cart())
     source = FragmentQMRestraints(
         model, engine, method, options=options, max_cluster_residues=max_cluster_residues,
         buffer=buffer, nproc=nproc, cap_gradients=cap_gradients,
-        ligand_charges=ligand_charges, contact_cutoff=contact_cutoff)
+        ligand_charges=ligand_charges, contact_cutoff=contact_cutoff,
+        charged_buffer=charged_buffer)
     try:
         t0 = time.time()
         fragments = source.cluster(sites)

@@ -83,6 +83,9 @@ def check_parameters(params, data_kind):
     refresh = params.fragments.correction_refresh
     if refresh is not None and refresh < 0:
         raise QRefineError("fragments.correction_refresh must be >= 0 A, got %s" % refresh)
+    charged = params.fragments.charged_buffer
+    if charged is not None and charged < 0:
+        raise QRefineError("fragments.charged_buffer must be >= 0 A, got %s" % charged)
     rise = params.weights.max_r_free_rise
     if rise is not None and rise < 0:
         raise QRefineError("weights.max_r_free_rise must be >= 0, got %s" % rise)

@@ -168,7 +168,8 @@ def _build(model, model_path, params, failed_dir, reporter=None, data_kind=None)
 
             # Copies within a buffer's reach of any cluster atom.
             environment = model_environment(
-                model, max(params.symmetry.radius, params.fragments.buffer))
+                model, max(params.symmetry.radius, params.fragments.buffer,
+                           params.fragments.charged_buffer or 0.0))
             if reporter is not None:
                 reporter.info("crystal symmetry: %d residue copies (%d atoms) within %.1f A of "
                               "the model may join fragment buffers (symmetry.expand=false: "
@@ -224,6 +225,7 @@ def _fragment_restraints(model, params, module, failed_dir, reporter, **settings
         max_cluster_residues=params.fragments.max_cluster_residues,
         buffer=params.fragments.buffer, recluster_shift=params.fragments.recluster_shift,
         keep_clusters=params.fragments.keep_clusters,
+        charged_buffer=params.fragments.charged_buffer,
         failed_dir=failed_dir, reporter=reporter, **settings)
 
 

@@ -132,7 +132,9 @@ class FragmentQMRestraints(RestraintSource):
     for weight trials that move only those atoms
     (:mod:`qrefine.weights.part`); ``keep_clusters``: re-clustering keeps
     the clusters and rebuilds their buffers with a hysteresis (module
-    docstring, "Re-clustering").
+    docstring, "Re-clustering"); ``charged_buffer``: A, charged residues
+    within it join the buffer too
+    (:func:`qrefine.fragments.fragment.charged_and_near`).
     """
 
     def __init__(self, model, engine="xtb", method=None, options=None,
@@ -142,7 +144,7 @@ class FragmentQMRestraints(RestraintSource):
                  contact_cutoff=4.0, failed_dir=None, executor=None, backend="local",
                  scheduler=None, reporter=None, environment=None, correction="none",
                  correction_refresh=DEFAULT_REFRESH, part=None, part_as_one=False,
-                 keep_clusters=False):
+                 keep_clusters=False, charged_buffer=None):
         if correction not in CORRECTIONS:
             raise QRefineError("fragments.correction must be one of %s, got %r"
                                % (", ".join(CORRECTIONS), correction))
@@ -156,6 +158,9 @@ class FragmentQMRestraints(RestraintSource):
                                % (", ".join(CAP_GRADIENTS), cap_gradients))
         if buffer < 0:
             raise QRefineError("buffer must be >= 0 A, got %s" % buffer)
+        if charged_buffer is not None and charged_buffer < 0:
+            raise QRefineError("fragments.charged_buffer must be >= 0 A, got %s"
+                               % charged_buffer)
         module = engines.engine_module(engine)
         ok, hint = module.availability()
         if not ok:
@@ -166,6 +171,7 @@ class FragmentQMRestraints(RestraintSource):
         self.model = model
         self.max_cluster_residues = int(max_cluster_residues)
         self.buffer = float(buffer)
+        self.charged_buffer = None if charged_buffer is None else float(charged_buffer)
         self.recluster_shift = float(recluster_shift)
         self.keep_clusters = bool(keep_clusters)
         self.cap_gradients = cap_gradients
@@ -267,7 +273,8 @@ class FragmentQMRestraints(RestraintSource):
                                        residues=self._extended)
         self.fragments = make_fragments(self.graph, self.clusters, self._all_sites(sites),
                                         self.buffer, self.residue_charges,
-                                        previous=self.fragments if keep else None)
+                                        previous=self.fragments if keep else None,
+                                        charged_buffer=self.charged_buffer)
         # Named once per clustering, not on every gradient.
         self._names = [fragment_name(self.graph, f) for f in self.fragments]
         self.clustered_at = sites.copy()
