@@ -11,8 +11,8 @@ Part 2 (``--scaling``): one clustered gradient with the default settings on
 models of increasing size (3j63_A, 5fn5_C, 5ly6, 1oed, all with H), with the
 whole-model gradient where it is predicted to finish within --max-seconds.
 
-Part 3 (``--sizes``, no QM, seconds): the fragments each (max_cluster_residues,
-buffer) pair of ``--settings`` makes on each model, and the clustered
+Part 3 (``--sizes``, no QM, seconds): the fragments each
+max_cluster_residues/buffer[/charged_buffer] of ``--settings`` makes on each model, and the clustered
 gradient's cost predicted from their sizes alone, sum(n_atoms ** p) with
 p = ``--cost-power`` (2.6: cold GFN2-xTB fragments of 3j63_A, one thread,
 took 0.95, 4.9 and 58 CPU s at 182, 354 and 898 atoms on average,
@@ -121,24 +121,28 @@ def scaling(args):
 
 def sizes(args):
     from qrefine.restraints.fragment_qm import FragmentQMRestraints
-    settings = [(int(a), float(b)) for a, b in (pair.split("/") for pair in args.settings)]
+    settings = [(int(p[0]), float(p[1]), float(p[2]) if len(p) > 2 else None)
+                for p in (setting.split("/") for setting in args.settings)]
     rows, first = [], {}
     for name in args.models:
         model, sites = load(name)
-        for clusters, buffer in settings:
+        for clusters, buffer, charged in settings:
             source = FragmentQMRestraints(model, "xtb", args.method, nproc=1,
-                                          max_cluster_residues=clusters, buffer=buffer)
+                                          max_cluster_residues=clusters, buffer=buffer,
+                                          charged_buffer=charged)
             try:
                 source.cluster(sites)
                 n = np.array(source.summary()["fragment_atoms"], dtype=float)
             finally:
                 source.close()
             cost = float((n ** args.cost_power).sum())
-            ref = first.setdefault((clusters, buffer), (len(sites), cost))
+            ref = first.setdefault((clusters, buffer, charged), (len(sites), cost))
             exponent = (np.log(cost / ref[1]) / np.log(len(sites) / ref[0])
                         if len(sites) != ref[0] else None)
-            rows.append("| %s | %d | %d / %g A | %d | %.0f | %d | %.1f | %s |" % (
-                name, len(sites), clusters, buffer, len(n), n.mean(), n.max(), cost / ref[1],
+            rows.append("| %s | %d | %d / %g A%s | %d | %.0f | %d | %.1f | %s |" % (
+                name, len(sites), clusters, buffer,
+                "" if charged is None else " / charged %g A" % charged,
+                len(n), n.mean(), n.max(), cost / ref[1],
                 "-" if exponent is None else "%.2f" % exponent))
             print(rows[-1], flush=True)
     print("\n| model | atoms | clusters / buffer | fragments | mean atoms | max atoms | "
@@ -159,7 +163,7 @@ def main():
     p.add_argument("--scaling", action="store_true", help="only part 2")
     p.add_argument("--sizes", action="store_true", help="only part 3 (no QM)")
     p.add_argument("--settings", nargs="+", default=["15/8", "8/8", "4/8", "15/3.5", "8/3.5"],
-                   help="part 3: max_cluster_residues/buffer pairs")
+                   help="part 3: max_cluster_residues/buffer[/charged_buffer]")
     p.add_argument("--cost-power", type=float, default=2.6,
                    help="part 3: a fragment's cost grows as n_atoms ** this")
     p.add_argument("--max-seconds", type=float, default=900.0,
