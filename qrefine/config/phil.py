@@ -213,7 +213,7 @@ fragments {
     .help = "qm.clustering=true: residues within this distance (A) of a cluster join its fragment (3j63_A, GFN2-xTB: 8 A gives RMS/max gradient error 0.42/2.4 kcal/mol/A)."
   charged_buffer = None
     .type = float
-    .help = "qm.clustering=true: residues with a formal charge (Lys, Arg, Asp, Glu, charged termini and ligands) within this distance (A) of a cluster join its fragment too, beyond fragments.buffer: their field reaches across the cut. 3j63_A, GFN2-xTB, 15-residue clusters: buffer=5 with charged_buffer=10 gives RMS/max gradient error 0.49/2.58 kcal/mol/A at 761 atoms a fragment and 2/3 of the default's CPU time, where buffer=5 alone gives 0.88/3.31 and the default (buffer=8) 0.42/2.4 (benchmarks/README.md, 'Charged residues in the buffer'). None: no charged residues beyond fragments.buffer."
+    .help = "qm.clustering=true: residues with a formal charge (Lys, Arg, Asp, Glu, charged termini and ligands) within this distance (A) of a cluster join its fragment too, beyond fragments.buffer: their field reaches across the cut. 3j63_A, GFN2-xTB, 15-residue clusters: buffer=5 with charged_buffer=10 gives RMS/max gradient error 0.49/2.58 kcal/mol/A at 761 atoms a fragment and 0.65x the default's CPU time (270.5 against 417.1 s), where buffer=5 alone gives 0.88/3.31 and the default (buffer=8) 0.42/2.37 (benchmarks/README.md, 'Charged residues in the buffer'). None: no charged residues beyond fragments.buffer."
   recluster_shift = 1.0
     .type = float
     .help = "qm.clustering=true: rebuild clusters when an atom has moved this far (A) since clustering."
