@@ -98,9 +98,10 @@ def make_fragments(graph, clusters, sites_cart, buffer, residue_charges, previou
     charged residues within this distance (A) join the buffer too
     (:func:`charged_and_near`).  ``previous``: the
     fragments of the same ``clusters`` at the last clustering; their buffer
-    residues stay while within ``buffer + STICKY_MARGIN`` (hysteresis, so a
-    fragment's atoms, and its engine's set-up, change only when a residue
-    comes within ``buffer`` or moves well out).
+    residues stay while within ``buffer + STICKY_MARGIN`` (charged ones
+    within ``charged_buffer + STICKY_MARGIN``) (hysteresis, so a fragment's
+    atoms, and its engine's set-up, change only when a residue comes within
+    reach or moves well out).
     """
     charges = np.asarray(residue_charges, dtype=int)
     if len(charges) != graph.n_residues:
