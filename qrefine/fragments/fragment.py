@@ -5,11 +5,10 @@ A of a cluster atom, and, with ``charged_buffer``, every residue with a
 formal charge within that larger distance (when rebuilt after a move, also
 the residues of its previous buffer that are still within these distances
 plus ``STICKY_MARGIN``).  Covalent links from the fragment to residues
-outside it are capped with H
-(:mod:`qrefine.fragments.capping`).  The charge is the sum of the formal
-charges of its residues (:mod:`qrefine.model.charges`; an H cap on a
-homolytically cut bond adds no charge), and the multiplicity is 1; an odd
-electron count is an error naming the fragment.
+outside it are capped with H (:mod:`qrefine.fragments.capping`).  The charge
+is the sum of the formal charges of its residues (:mod:`qrefine.model.charges`;
+an H cap on a homolytically cut bond adds no charge), and the multiplicity
+is 1; an odd electron count is an error naming the fragment.
 """
 
 import collections
@@ -76,12 +75,10 @@ def charged_and_near(graph, cluster, sites_cart, buffer, charges, charged_buffer
     """Buffer residues: those within ``buffer`` A of ``cluster``, and with
     ``charged_buffer`` (A, larger) the charged ones (``charges``: one formal
     charge per graph residue) within that distance.  Why charged ones
-    farther: their field reaches across the cut.  On 3j63_A (GFN2-xTB, GBSA
-    water, 15-residue clusters) a 5 A buffer with the charged residues
-    within 10 A has RMS/max gradient error 0.49/2.58 kcal/mol/A at 761
-    atoms a fragment, where 5 A alone has 0.88/3.31 (596 atoms) and 8 A
-    0.42/2.4 (898 atoms) (benchmarks/README.md, "Charged residues in the
-    buffer")."""
+    farther: their field reaches across the cut, so they lower the gradient
+    error more than neutral residues of the same atom count (the measured
+    numbers: ``fragments.charged_buffer``'s help, benchmarks/README.md,
+    "Charged residues in the buffer")."""
     near = buffer_residues(graph, cluster, sites_cart, buffer)
     if not charged_buffer or charged_buffer <= buffer:
         return near
